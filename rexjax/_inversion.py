@@ -240,5 +240,3 @@ def adaptive_grid(
         max_steps=max_steps,
     )
     return accepted_grid(sol)
-
-

@@ -251,6 +251,3 @@ class Rex(AbstractReversibleSolver):
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
-
-
-
