@@ -11,6 +11,7 @@ from ._inversion import (
 )
 from ._lawson import LawsonVariables as LawsonVariables, lawson_increment as lawson_increment
 from ._reversible import (
+    AbstractInvertibleSolver as AbstractInvertibleSolver,
     AbstractReversibleSolver as AbstractReversibleSolver,
     Princeps as Princeps,
     Rex as Rex,

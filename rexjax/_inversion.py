@@ -9,7 +9,7 @@ from jaxtyping import Array, Float, PyTree
 
 from ._custom_types import Args, Times, Y
 from ._lawson import LawsonVariables
-from ._reversible import AbstractReversibleSolver, Princeps, Rex
+from ._reversible import AbstractInvertibleSolver, Princeps, Rex
 from ._schedules import AbstractSchedule
 from ._term import DiffusionTerm
 
@@ -153,7 +153,7 @@ def _invert_loop(term, solver, y, state, ts, args):
 
 def invert(
     term: DiffusionTerm,
-    solver: AbstractReversibleSolver,
+    solver: AbstractInvertibleSolver,
     x0: Y | ReversibleState,
     ts: Times,
     args: Args = None,
@@ -174,7 +174,7 @@ def invert(
 
     **Returns:** the latent `ReversibleState` at `ts[0]`.
     """
-    if not isinstance(solver, AbstractReversibleSolver):
+    if not isinstance(solver, AbstractInvertibleSolver):
         raise ValueError(
             f"{type(solver).__name__} has no exact inverse. Use a reversible solver such as "
             f"`rexjax.Rex({getattr(solver, 'base', diffrax.Euler())!r})`."

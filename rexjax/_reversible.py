@@ -20,14 +20,13 @@ from ._term import DiffusionTerm
 _PREDICTIONS = ("data", "noise")
 
 
-class AbstractReversibleSolver(diffrax.AbstractSolver):
-    r"""A solver whose step has an exact (algebraic) inverse.
+class AbstractInvertibleSolver(diffrax.AbstractSolver):
+    r"""A solver with a backward step that maps the output of `step` back towards its input.
 
-    `backward_step` maps the output of `step(t0, t1, y0, ...)` back to its input: given
-    `(y1, solver_state1)` at `t1` it returns `(y0, dense_info, solver_state0, result)` at `t0`,
-    so that both the solution and the solver state are reconstructed. The signature follows
-    diffrax PR #727, so that adjoints written against it (e.g. `rexjax.ReversibleAdjoint`)
-    apply to any solver with this interface.
+    `backward_step` takes the output `(y1, solver_state1)` of `step(t0, t1, y0, ...)` at `t1`
+    and returns `(y0, dense_info, solver_state0, result)` at `t0`. The signature follows diffrax
+    PR #727. For `AbstractReversibleSolver`s the inverse is exact (algebraic); for others (e.g.
+    naive DDIM inversion) it is an approximation. `rexjax.invert` runs it along a grid.
     """
 
     @abc.abstractmethod
@@ -42,17 +41,25 @@ class AbstractReversibleSolver(diffrax.AbstractSolver):
         solver_state: object,
         made_jump: bool,
     ) -> tuple[Y, dict, object, RESULTS]:
-        r"""Invert one `step` from `t0` to `t1`.
+        r"""Go back over one `step` from `t0` to `t1`.
 
         **Arguments:**
 
         - `terms`, `args`, `made_jump`: as passed to `step`.
         - `t0`, `t1`: the step's start and end times, as passed to `step`.
         - `y1`, `solver_state`: the step's output at `t1`.
-        - `ts_state`: extra time information for multistep methods (unused by one-step ones).
+        - `ts_state`: extra time information for multistep methods (the time before `t0`);
+            one-step methods ignore it.
 
         **Returns:** `(y0, dense_info, solver_state0, result)`, the step's input.
         """
+
+
+class AbstractReversibleSolver(AbstractInvertibleSolver):
+    r"""A solver whose `backward_step` is the exact (algebraic) inverse of `step`: both the
+    solution and the solver state are reconstructed to round-off. Adjoints that recompute the
+    forward trajectory backwards (`rexjax.ReversibleAdjoint`) require this.
+    """
 
 
 def unwrap_term(terms: AbstractTerm, t0, t1) -> tuple[DiffusionTerm, object, object]:
