@@ -203,8 +203,14 @@ def accepted_grid(sol: diffrax.Solution) -> Float[np.ndarray, " n"]:
     ts = np.asarray(sol.ts)
     ts = ts[np.isfinite(ts)]
     t0 = np.asarray(sol.t0, dtype=ts.dtype)
-    if ts.size == 0 or ts[0] != t0:
-        ts = np.concatenate([t0[None], ts])
+    if ts.size and ts[0] == t0:
+        ts = ts[1:]
+    if ts.size != int(sol.stats["num_accepted_steps"]):
+        raise ValueError(
+            f"The solution saved {ts.size} times for {int(sol.stats['num_accepted_steps'])} "
+            "accepted steps: solve with saveat=diffrax.SaveAt(steps=True) to record the grid."
+        )
+    ts = np.concatenate([t0[None], ts])
     return ts
 
 
