@@ -53,6 +53,16 @@ def test_round_trip_float32(base):
     assert error <= 2e-5, error
 
 
+@pytest.mark.parametrize("coupling, bound", [(0.999, 0.1), (0.9, 1e-3)])
+def test_round_trip_float32_noise_prediction(coupling, bound):
+    """Reported, not a floor: in float32 the parasitic amplification of noise prediction
+    (see above) leaves 4e-2 .. 6e-2 at coupling 0.999 and 3e-4 .. 5e-4 at 0.9 (50 steps)."""
+    x0 = MIXTURE.sample_data(jax.random.key(1), 64, dtype=jnp.float32)
+    ts = rx.log_snr_grid(SCHEDULE, 1.0, 1e-3, 50).astype(jnp.float32)
+    for base in (diffrax.Euler(), diffrax.Tsit5()):
+        assert _round_trip(rx.Rex(base, "noise", coupling), x0, ts) <= bound
+
+
 def test_sample_then_invert_recovers_the_noise():
     # noise -> data -> noise: the latent pair is reconstructed, both copies.
     x = jax.random.normal(jax.random.key(3), (32, MIXTURE.dim))
@@ -67,11 +77,12 @@ def test_sample_then_invert_recovers_the_noise():
 @pytest.mark.parametrize(
     "prediction, base, bound",
     [
-        # Measured relative errors of the encoded latent at 50 log-SNR steps.
-        ("data", rx.RK4(), 1e-2),
-        ("data", diffrax.Tsit5(), 1e-3),
-        ("noise", rx.RK4(), 1e-6),
-        ("noise", diffrax.Tsit5(), 1e-7),
+        # Measured relative errors of the encoded latent at 50 log-SNR steps: 9.8e-7, 9.3e-7,
+        # 1.2e-5, 4.4e-8.
+        ("data", rx.RK4(), 3e-6),
+        ("data", diffrax.Tsit5(), 3e-6),
+        ("noise", rx.RK4(), 3e-5),
+        ("noise", diffrax.Tsit5(), 1.5e-7),
     ],
 )
 def test_encoded_latent_is_the_probability_flow_latent(prediction, base, bound):
