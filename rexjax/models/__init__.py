@@ -1,0 +1,13 @@
+"""Flax ports of diffusers/transformers models and the PyTorch-weight bridge.
+
+Nothing here imports torch: checkpoints are read with safetensors' numpy API (torch is needed
+only for legacy `.bin` files).
+"""
+
+from ._bridge import CheckpointMismatchError as CheckpointMismatchError
+from ._unet import UNet as UNet, build_unet_module as build_unet_module, load_unet as load_unet
+from ._unet2d import UNet2DConfig as UNet2DConfig, UNet2DModule as UNet2DModule
+from ._unet2d_condition import (
+    UNet2DConditionConfig as UNet2DConditionConfig,
+    UNet2DConditionModule as UNet2DConditionModule,
+)
