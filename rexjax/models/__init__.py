@@ -5,9 +5,22 @@ only for legacy `.bin` files).
 """
 
 from ._bridge import CheckpointMismatchError as CheckpointMismatchError
+from ._clip import (
+    CLIPTextConfig as CLIPTextConfig,
+    CLIPTextModule as CLIPTextModule,
+    TextEncoder as TextEncoder,
+    load_text_encoder as load_text_encoder,
+)
+from ._tokenizer import CLIPTokenizer as CLIPTokenizer, load_tokenizer as load_tokenizer
 from ._unet import UNet as UNet, build_unet_module as build_unet_module, load_unet as load_unet
 from ._unet2d import UNet2DConfig as UNet2DConfig, UNet2DModule as UNet2DModule
 from ._unet2d_condition import (
     UNet2DConditionConfig as UNet2DConditionConfig,
     UNet2DConditionModule as UNet2DConditionModule,
+)
+from ._vae import (
+    VAE as VAE,
+    AutoencoderKLConfig as AutoencoderKLConfig,
+    AutoencoderKLModule as AutoencoderKLModule,
+    load_vae as load_vae,
 )

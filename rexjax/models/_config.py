@@ -19,7 +19,10 @@ def _freeze(value: Any) -> Any:
 
 
 def read_config(
-    config: Mapping[str, Any], model: str, spec: Mapping[str, tuple[Any, Allowed]]
+    config: Mapping[str, Any],
+    model: str,
+    spec: Mapping[str, tuple[Any, Allowed]],
+    ignored: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Validate `config` against `spec` and fill in defaults.
 
@@ -29,6 +32,7 @@ def read_config(
     - `model`: the model's name, for error messages.
     - `spec`: `{key: (default, allowed)}`; `allowed` is a tuple of the supported values, a
         predicate, or `None` for "any value".
+    - `ignored`: further keys that do not affect the forward computation.
 
     **Returns:**
 
@@ -54,7 +58,7 @@ def read_config(
             problems.append(f"{key}={value!r} (rexjax supports {shown})")
         out[key] = value
     for key, value in config.items():
-        if key.startswith("_") or key in spec or key in _IGNORED or value is None:
+        if key.startswith("_") or key in spec or key in _IGNORED or key in ignored or value is None:
             continue
         problems.append(f"{key}={value!r} (unknown option)")
     if problems:

@@ -14,19 +14,9 @@ from ._bridge import (
     read_state_dict,
     resolve_component,
 )
+from ._dtypes import check_dtype
 from ._unet2d import UNet2DConfig, UNet2DModule
 from ._unet2d_condition import UNet2DConditionConfig, UNet2DConditionModule
-
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def check_dtype(dtype: Any) -> Any:
-    """The dtype as a numpy dtype; only float32, bfloat16 and float16 are accepted."""
-    name = jnp.dtype(dtype).name
-    if name not in _DTYPES:
-        raise ValueError(f"dtype={name} is not supported; use one of {sorted(_DTYPES)}.")
-    return jnp.dtype(dtype)
 
 
 class UNet(eqx.Module):
