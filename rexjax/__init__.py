@@ -1,0 +1,33 @@
+"""rexjax: algebraically reversible exponential (Rex) solvers for diffusion models."""
+
+from ._gmm import GaussianMixture as GaussianMixture
+from ._inversion import (
+    ReversibleState as ReversibleState,
+    accepted_grid as accepted_grid,
+    adaptive_grid as adaptive_grid,
+    invert as invert,
+    log_snr_grid as log_snr_grid,
+    sample as sample,
+)
+from ._lawson import LawsonVariables as LawsonVariables, lawson_increment as lawson_increment
+from ._reversible import (
+    AbstractInvertibleSolver as AbstractInvertibleSolver,
+    AbstractReversibleSolver as AbstractReversibleSolver,
+    Princeps as Princeps,
+    Rex as Rex,
+)
+from ._schedules import (
+    AbstractSchedule as AbstractSchedule,
+    CosineVPSchedule as CosineVPSchedule,
+    CustomSchedule as CustomSchedule,
+    DiscreteVPSchedule as DiscreteVPSchedule,
+    FlowMatchingSchedule as FlowMatchingSchedule,
+    LinearVPSchedule as LinearVPSchedule,
+    ScaledLinearVPSchedule as ScaledLinearVPSchedule,
+    VPSchedule as VPSchedule,
+)
+from ._tableaus import RK4 as RK4, RK38 as RK38, SSPRK3 as SSPRK3, Fehlberg45 as Fehlberg45
+from ._term import DiffusionTerm as DiffusionTerm
+
+
+__version__ = "0.1.0"

@@ -1,0 +1,242 @@
+r"""Sampling (noise to data) and exact inversion (data to noise) on a time grid."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PyTree
+
+from ._custom_types import Args, Times, Y
+from ._lawson import LawsonVariables
+from ._reversible import AbstractInvertibleSolver, Princeps, Rex
+from ._schedules import AbstractSchedule
+from ._term import DiffusionTerm
+
+
+class ReversibleState(eqx.Module):
+    """The full state of a reversible solver at one end of a grid: the solution `y` and the
+    solver's own state (for `rexjax.Rex`, the coupled copy $\\hat x$).
+
+    `rexjax.invert` returns one (the latent); `rexjax.sample` accepts one in place of `y`.
+    """
+
+    y: Y
+    solver_state: PyTree
+
+
+def log_snr_grid(
+    schedule: AbstractSchedule, t_start: float, t_end: float, num_steps: int
+) -> Float[Array, " n"]:
+    r"""A grid uniform in log-SNR $\lambda$ from `t_start` to `t_end` (both exact), with
+    `num_steps` steps. For sampling, `t_start > t_end` (noise to data). The default grid for the
+    exponential solvers: the step in the Lawson time is a fixed ratio.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1; got {num_steps}.")
+    lam = jnp.linspace(schedule.log_snr(t_start), schedule.log_snr(t_end), num_steps + 1)
+    ts = schedule.t_from_log_snr(lam)
+    dtype = ts.dtype
+    return ts.at[0].set(jnp.asarray(t_start, dtype)).at[-1].set(jnp.asarray(t_end, dtype))
+
+
+def check_grid(ts: Times, term: DiffusionTerm, solver: diffrax.AbstractSolver) -> Array:
+    """Validate a sampling grid: 1-D, at least two times, strictly decreasing, inside the
+    schedule's domain and where the solver's integrating factor is finite and positive.
+
+    Concrete grids raise `ValueError`; traced ones are checked at run time (`eqx.error_if`).
+    """
+    schedule = term.schedule
+    if isinstance(ts, jax.core.Tracer):
+        ts = jnp.asarray(ts)
+        if ts.ndim != 1 or ts.shape[0] < 2:
+            raise ValueError(f"The grid `ts` must be 1-D with >= 2 times; got shape {ts.shape}.")
+        ok = jnp.all(jnp.diff(ts) < 0) & jnp.all((ts >= schedule.t_min) & (ts <= schedule.t_max))
+        return eqx.error_if(
+            ts,
+            ~ok,
+            "The grid `ts` must be strictly decreasing (noise to data) and lie in the "
+            "schedule's domain [t_min, t_max].",
+        )
+    arr = np.asarray(ts)
+    if arr.ndim != 1 or arr.shape[0] < 2:
+        raise ValueError(f"The grid `ts` must be 1-D with >= 2 times; got shape {arr.shape}.")
+    if not np.all(np.diff(arr) < 0):
+        bad = int(np.argmax(np.diff(arr) >= 0))
+        raise ValueError(
+            "The grid `ts` must be strictly decreasing: it is the sampling grid from noise "
+            f"(large t) to data (small t), for `invert` too; ts[{bad}]={arr[bad]!r} is followed "
+            f"by ts[{bad + 1}]={arr[bad + 1]!r}."
+        )
+    if arr.min() < schedule.t_min or arr.max() > schedule.t_max:
+        raise ValueError(
+            f"The grid `ts` spans [{arr.min()!r}, {arr.max()!r}], outside the schedule's "
+            f"domain [{schedule.t_min!r}, {schedule.t_max!r}]."
+        )
+    if isinstance(solver, Rex | Princeps):
+        with jax.ensure_compile_time_eval():
+            lk = np.asarray(LawsonVariables(schedule, solver.prediction).log_kappa(jnp.asarray(ts)))
+        if not np.all(np.isfinite(lk)):
+            bad = arr[~np.isfinite(lk)][0]
+            factor = "sigma" if solver.prediction == "data" else "alpha"
+            raise ValueError(
+                f"The grid reaches t={bad!r}, where {factor}(t) = 0: the {solver.prediction}-"
+                f"prediction integrator divides by {factor}. End (or start) the grid at a time "
+                f"where {factor} > 0, e.g. t=1e-3."
+            )
+    return jnp.asarray(ts)
+
+
+def _split_state(solver, term, y, ts, args):
+    if isinstance(y, ReversibleState):
+        return y.y, y.solver_state
+    return y, solver.init(term, ts[0], ts[-1], y, args)
+
+
+def sample(
+    term: DiffusionTerm,
+    solver: diffrax.AbstractSolver,
+    y: Y | ReversibleState,
+    ts: Times,
+    args: Args = None,
+    *,
+    full_state: bool = False,
+) -> Y | ReversibleState:
+    r"""Integrate from noise to data along the grid `ts` (t decreasing).
+
+    Exactly `diffrax.diffeqsolve(term, solver, t0=ts[0], t1=ts[-1], dt0=None,
+    stepsize_controller=StepTo(ts), ...)`; jit-able and differentiable.
+
+    **Arguments:**
+
+    - `term`: the `DiffusionTerm`.
+    - `solver`: any diffrax solver on the term (`Rex`, `Princeps`, or a plain diffrax ODE solver).
+    - `y`: the noise at `ts[0]`, or a `ReversibleState` (e.g. from `rexjax.invert`).
+    - `ts`: the sampling grid, strictly decreasing, e.g. `rexjax.log_snr_grid(...)` or the
+        accepted grid of an adaptive solve (`rexjax.adaptive_grid`).
+    - `args`: passed to the model.
+    - `full_state`: return a `ReversibleState` (solution and solver state) instead of the
+        solution alone; `rexjax.invert` of it reconstructs the input exactly.
+
+    **Returns:** the sample at `ts[-1]` (or its `ReversibleState`).
+    """
+    ts = check_grid(ts, term, solver)
+    y0, state0 = _split_state(solver, term, y, ts, args)
+    sol = diffrax.diffeqsolve(
+        term,
+        solver,
+        t0=ts[0],
+        t1=ts[-1],
+        dt0=None,
+        y0=y0,
+        args=args,
+        solver_state=state0,
+        stepsize_controller=diffrax.StepTo(ts),
+        saveat=diffrax.SaveAt(t1=True, solver_state=full_state),
+        max_steps=ts.shape[0] - 1,
+    )
+    y1 = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+    return ReversibleState(y1, sol.solver_state) if full_state else y1
+
+
+@eqx.filter_jit
+def _invert_loop(term, solver, y, state, ts, args):
+    def body(carry, times):
+        y1, state1 = carry
+        t0, t1 = times
+        y0, _, state0, _ = solver.backward_step(term, t0, t1, y1, args, None, state1, False)
+        return (y0, state0), None
+
+    (y, state), _ = jax.lax.scan(body, (y, state), (ts[:-1], ts[1:]), reverse=True)
+    return ReversibleState(y, state)
+
+
+def invert(
+    term: DiffusionTerm,
+    solver: AbstractInvertibleSolver,
+    x0: Y | ReversibleState,
+    ts: Times,
+    args: Args = None,
+) -> ReversibleState:
+    r"""Map data to noise by running the solver's exact inverse backwards along the grid `ts`.
+
+    `ts` is the *sampling* grid (t decreasing, noise to data), the same one `rexjax.sample`
+    takes: `sample(term, solver, invert(term, solver, x0, ts), ts)` returns `x0` to round-off.
+    Adaptive grids are replayed, never re-decided (see `rexjax.adaptive_grid`).
+
+    **Arguments:**
+
+    - `term`, `solver`, `args`: as for `rexjax.sample`; the solver must be reversible
+        (`rexjax.Rex`).
+    - `x0`: the data at `ts[-1]`; the coupled state starts equal to it. A `ReversibleState`
+        (e.g. `sample(..., full_state=True)`) is inverted as it is.
+    - `ts`: the sampling grid.
+
+    **Returns:** the latent `ReversibleState` at `ts[0]`.
+    """
+    if not isinstance(solver, AbstractInvertibleSolver):
+        raise ValueError(
+            f"{type(solver).__name__} has no exact inverse. Use a reversible solver such as "
+            f"`rexjax.Rex({getattr(solver, 'base', diffrax.Euler())!r})`."
+        )
+    ts = check_grid(ts, term, solver)
+    x, state = _split_state(solver, term, x0, ts[::-1], args)
+    return _invert_loop(term, solver, x, state, ts, args)
+
+
+def accepted_grid(sol: diffrax.Solution) -> Float[np.ndarray, " n"]:
+    r"""The accepted time grid of an adaptive `diffrax.diffeqsolve`, to replay it exactly.
+
+    The solve must have saved its steps: `saveat=diffrax.SaveAt(steps=True)` (optionally with
+    `t0=True`). Works on concrete (not traced) solutions: the number of accepted steps is data
+    dependent.
+    """
+    if sol.ts is None:
+        raise ValueError(
+            "The solution saved no times: solve with saveat=diffrax.SaveAt(steps=True)."
+        )
+    if isinstance(sol.ts, jax.core.Tracer):
+        raise ValueError(
+            "accepted_grid needs a concrete solution (call it outside jax.jit): the number of "
+            "accepted steps is only known at run time."
+        )
+    ts = np.asarray(sol.ts)
+    ts = ts[np.isfinite(ts)]
+    t0 = np.asarray(sol.t0, dtype=ts.dtype)
+    if ts.size == 0 or ts[0] != t0:
+        ts = np.concatenate([t0[None], ts])
+    return ts
+
+
+def adaptive_grid(
+    term: DiffusionTerm,
+    solver: diffrax.AbstractSolver,
+    y: Y,
+    t0: float,
+    t1: float,
+    stepsize_controller: diffrax.AbstractStepSizeController,
+    args: Args = None,
+    *,
+    dt0: float | None = None,
+    max_steps: int = 4096,
+) -> Float[np.ndarray, " n"]:
+    r"""Choose a grid adaptively from `t0` to `t1` (one solve with `stepsize_controller`, e.g.
+    `diffrax.PIDController`) and return the accepted times.
+
+    `sample(term, solver, y, grid)` then reproduces that adaptive solve step for step and
+    `invert(term, solver, x0, grid)` inverts it exactly: the inverse replays the accepted grid
+    rather than deciding its own steps.
+    """
+    sol = diffrax.diffeqsolve(
+        term,
+        solver,
+        t0=t0,
+        t1=t1,
+        dt0=dt0,
+        y0=y,
+        args=args,
+        stepsize_controller=stepsize_controller,
+        saveat=diffrax.SaveAt(steps=True),
+        max_steps=max_steps,
+    )
+    return accepted_grid(sol)
