@@ -4,12 +4,19 @@ Nothing here imports torch: checkpoints are read with safetensors' numpy API (to
 only for legacy `.bin` files).
 """
 
+from ._adapter import DiscreteTimeModel as DiscreteTimeModel, diffusion_term as diffusion_term
 from ._bridge import CheckpointMismatchError as CheckpointMismatchError
 from ._clip import (
     CLIPTextConfig as CLIPTextConfig,
     CLIPTextModule as CLIPTextModule,
     TextEncoder as TextEncoder,
     load_text_encoder as load_text_encoder,
+)
+from ._pipeline import Pipeline as Pipeline, load_pipeline as load_pipeline
+from ._scheduler import (
+    alphas_cumprod as alphas_cumprod,
+    load_scheduler_config as load_scheduler_config,
+    model_type as model_type,
 )
 from ._tokenizer import CLIPTokenizer as CLIPTokenizer, load_tokenizer as load_tokenizer
 from ._unet import UNet as UNet, build_unet_module as build_unet_module, load_unet as load_unet
