@@ -5,7 +5,6 @@ file. Every tensor is checked by name and shape against the Flax module's parame
 missing, unexpected or mis-shaped tensors are reported together.
 """
 
-import importlib.util
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -60,13 +59,14 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_bin(path: Path) -> dict[str, np.ndarray]:
-    if importlib.util.find_spec("torch") is None:
+    try:
+        import torch
+    except ImportError as error:
         raise ImportError(
             f"{str(path)!r} is a PyTorch pickle: reading it needs torch. Install torch, or "
             "convert the checkpoint to safetensors (e.g. `save_pretrained(..., "
             "safe_serialization=True)` on a machine with torch)."
-        )
-    import torch
+        ) from error
 
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     return {
