@@ -210,6 +210,7 @@ def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
     defaults = {"bos_token": "<|startoftext|>", "unk_token": "<|endoftext|>"}
     defaults.update(eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     tokens = {k: _special_content(settings.get(k), v) for k, v in defaults.items()}
+    # transformers writes a huge sentinel (1e30) for "no limit"; CLIP's context is 77 tokens.
     max_length = settings.get("model_max_length", 77)
     if not isinstance(max_length, int) or max_length > 10**6:
         max_length = 77

@@ -12,6 +12,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
@@ -211,9 +212,14 @@ def test_pipeline_folder_and_variant(unet_folder, tmp_path):
     (pipeline / "unet").mkdir(parents=True)
     (pipeline / "unet" / "config.json").write_text((unet_folder / "config.json").read_text())
     state = load_file(str(unet_folder / "diffusion_pytorch_model.safetensors"))
-    save_file(state, str(pipeline / "unet" / "diffusion_pytorch_model.fp16.safetensors"))
-    unet = rm.load_unet(pipeline, variant="fp16", dtype="bfloat16")
-    assert unet.params["conv_in"]["kernel"].dtype == np.dtype("bfloat16")
+    half = {k: v.astype(jnp.bfloat16) for k, v in state.items()}  # bfloat16 files load too
+    save_file(half, str(pipeline / "unet" / "diffusion_pytorch_model.bf16.safetensors"))
+    unet = rm.load_unet(pipeline, variant="bf16", dtype="bfloat16")
+    assert unet.params["conv_in"]["kernel"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(
+        np.asarray(unet.params["conv_in"]["kernel"], np.float32),
+        np.asarray(half["conv_in.weight"].transpose(2, 3, 1, 0), np.float32),
+    )
     with pytest.raises(FileNotFoundError, match="No weights"):
         rm.load_unet(pipeline)
 
