@@ -94,13 +94,18 @@ def attention(
     """Multi-head scaled dot-product attention through `jax.nn.dot_product_attention`.
 
     The backend picks a fused kernel where it has one (cuDNN on GPU); the scale is
-    `head_dim ** -0.5` and the softmax runs in float32 whatever the input dtype.
+    `head_dim ** -0.5` and the logits and softmax are float32 whatever the input dtype.
     """
     b, tq, d = q.shape
     tk = k.shape[1]
     if d % heads != 0:
         raise ValueError(f"Attention width {d} is not divisible by the number of heads {heads}.")
     hd = d // heads
+    dtype = q.dtype
+    if dtype == jnp.float16 and jax.default_backend() == "cpu":
+        # XLA:CPU has no float16 dot with float32 accumulation (which the attention uses),
+        # so on CPU float16 attention runs in float32.
+        q, k, v = (a.astype(jnp.float32) for a in (q, k, v))
     out = jax.nn.dot_product_attention(
         q.reshape(b, tq, heads, hd),
         k.reshape(b, tk, heads, hd),
@@ -108,7 +113,7 @@ def attention(
         scale=1.0 / math.sqrt(hd),
         is_causal=is_causal,
     )
-    return out.reshape(b, tq, d)
+    return out.reshape(b, tq, d).astype(dtype)
 
 
 def timestep_embedding(

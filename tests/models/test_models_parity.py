@@ -182,3 +182,21 @@ def test_clip_text_parity(hidden_act, tmp_path):
     err = rel_err(_jit_call(encoder, ids), ref)
     print(f"CLIPTextModel[{hidden_act}] max relative error {err:.2e}")
     assert err < TOL
+
+
+@pytest.mark.parametrize("dtype, tol", [("bfloat16", 5e-2), ("float16", 5e-3)])
+def test_unet_low_precision(dtype, tol, tmp_path):
+    model = _sd_unet(True)
+    perturb(model)
+    model.save_pretrained(tmp_path)
+    unet = rm.load_unet(tmp_path, dtype=dtype)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 4, 16, 16)).astype(np.float32)
+    context = rng.standard_normal((1, 7, 24)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), 250, torch.from_numpy(context)).sample.numpy()
+    out = _jit_call(unet, x, 250.0, context)
+    assert out.dtype == np.dtype(dtype)
+    err = rel_err(out, ref)
+    print(f"UNet2DConditionModel in {dtype} vs PyTorch float32: max relative error {err:.2e}")
+    assert err < tol
