@@ -107,7 +107,7 @@ def main():
     parser.add_argument("--source", default="a colourful checkerboard")
     parser.add_argument("--target", default="a colourful checkerboard made of glass")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--solver", default="tsit5", choices=["euler", "midpoint", "tsit5"])
+    parser.add_argument("--solver", default="euler", choices=["euler", "midpoint", "tsit5"])
     parser.add_argument("--coupling", type=float, default=0.999)
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default off)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
