@@ -83,19 +83,22 @@ class GaussianMixture(eqx.Module):
         return DiffusionTerm(self, self.schedule, self.prediction)
 
     def _posterior(self, t, x):
-        alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
+        """Per-component terms, broadcast explicitly to x's shape (..., K, d)."""
         dtype = x.dtype
-        alpha, sigma = alpha.astype(dtype), sigma.astype(dtype)
-        means, s2 = self.means.astype(dtype), (self.stds**2).astype(dtype)
-        v = alpha**2 * s2 + sigma**2  # (K,)
+        alpha = self.schedule.alpha(t).astype(dtype)
+        sigma = self.schedule.sigma(t).astype(dtype)
+        lead = (1,) * (x.ndim - 1)
+        means = self.means.astype(dtype).reshape(lead + self.means.shape)  # (1.., K, d)
+        s2 = (self.stds**2).astype(dtype).reshape(lead + (-1, 1))  # (1.., K, 1)
+        v = alpha**2 * s2 + sigma**2  # (1.., K, 1)
         diff = x[..., None, :] - alpha * means  # (..., K, d)
         logits = (
-            self.log_weights.astype(dtype)
-            - 0.5 * jnp.sum(diff**2, axis=-1) / v
-            - 0.5 * self.dim * jnp.log(v)
+            self.log_weights.astype(dtype).reshape(lead + (-1,))
+            - 0.5 * jnp.sum(diff**2, axis=-1) / v[..., 0]
+            - 0.5 * self.dim * jnp.log(v[..., 0])
         )
         gamma = jax.nn.softmax(logits, axis=-1)[..., None]  # (..., K, 1)
-        return alpha, sigma, means, s2[:, None], v[:, None], diff, gamma
+        return alpha, sigma, means, s2, v, diff, gamma
 
     def data(self, t: RealScalarLike, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
         alpha, _, means, s2, v, diff, gamma = self._posterior(t, x)

@@ -152,6 +152,11 @@ class Princeps(diffrax.AbstractSolver):
     def init(self, terms, t0, t1, y0, args):
         return None
 
+    def evaluations_per_step(self, adaptive: bool = False) -> int:
+        """Model evaluations per step (on fixed grids, error-only stages are not evaluated)."""
+        tableau = base_tableau(self.base)
+        return tableau.b_sol.shape[0] if adaptive else tableau.num_solution_stages
+
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         term, t0, t1 = unwrap_term(terms, t0, t1)
@@ -224,6 +229,13 @@ class Rex(AbstractReversibleSolver):
 
     def init(self, terms, t0, t1, y0, args):
         return y0
+
+    def evaluations_per_step(self, adaptive: bool = False) -> int:
+        """Model evaluations per step: two Lawson increments (on fixed grids, error-only stages
+        are not evaluated; the reverse increment never needs them)."""
+        tableau = base_tableau(self.base)
+        forward = tableau.b_sol.shape[0] if adaptive else tableau.num_solution_stages
+        return forward + tableau.num_solution_stages
 
     def _parts(self, terms, t0, t1):
         term, t0, t1 = unwrap_term(terms, t0, t1)

@@ -265,16 +265,23 @@ class CosineVPSchedule(VPSchedule):
             raise ValueError(f"t_max must lie in (0, 1) (alpha vanishes at t=1); got {self.t_max}.")
         self._check_domain()
 
-    def _log_cos0(self):
-        return float(np.log(np.cos(0.5 * np.pi * self.s / (1 + self.s))))
+    def _theta0(self) -> float:
+        return 0.5 * np.pi * self.s / (1 + self.s)
 
     def log_alpha(self, t):
-        t = jnp.asarray(t)
-        return jnp.log(jnp.cos(0.5 * jnp.pi * (t + self.s) / (1 + self.s))) - self._log_cos0()
+        # With theta = theta0 + d, d = (pi/2) t/(1+s): cos(theta)/cos(theta0) =
+        # 1 - 2 sin^2(d/2) - tan(theta0) sin(d), free of cancellation at small t.
+        d = 0.5 * jnp.pi * jnp.asarray(t) / (1 + self.s)
+        return jnp.log1p(-2 * jnp.sin(0.5 * d) ** 2 - np.tan(self._theta0()) * jnp.sin(d))
 
     def t_from_log_alpha(self, log_alpha):
-        c = jnp.exp(jnp.asarray(log_alpha) + self._log_cos0())
-        return 2 * (1 + self.s) / jnp.pi * jnp.arccos(c) - self.s
+        # cos(theta0 + d) = c = alpha cos(theta0) gives, without cancellation,
+        # sin(d) = cos(theta0) (1 - alpha^2) / (sqrt(1 - c^2) + alpha sin(theta0)).
+        la = jnp.asarray(log_alpha)
+        alpha, th0 = jnp.exp(la), self._theta0()
+        c = alpha * np.cos(th0)
+        sin_d = np.cos(th0) * -jnp.expm1(2 * la) / (jnp.sqrt(1 - c**2) + alpha * np.sin(th0))
+        return 2 * (1 + self.s) / jnp.pi * jnp.arcsin(sin_d)
 
 
 class FlowMatchingSchedule(AbstractSchedule):

@@ -42,6 +42,14 @@ class ExplicitTableau:
         ):
             raise ValueError("The error weights b_error must have s entries summing to zero.")
 
+    @property
+    def num_solution_stages(self) -> int:
+        """Stages the solution needs: trailing stages with zero weight serve only the error
+        estimate (e.g. Tsit5's last, first-same-as-last stage) and are skipped by XLA when no
+        error estimate is used."""
+        nonzero = np.flatnonzero(self.b_sol)
+        return int(nonzero[-1]) + 1
+
     @classmethod
     def from_butcher(cls, tableau: ButcherTableau) -> "ExplicitTableau":
         if tableau.a_diagonal is not None:
