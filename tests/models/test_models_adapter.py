@@ -73,7 +73,8 @@ def test_time_convention_and_guidance(cond_unet):
     # t = (n + 1) / N is the discrete timestep n.
     np.testing.assert_array_equal(term.model(0.5, x, cond), cond_unet(x, 499, cond))
     guided = rm.diffusion_term(cond_unet, config, guidance_scale=7.5)
-    e_c, e_u = cond_unet(x, 249, cond), cond_unet(x, 249, uncond)
+    both = cond_unet(jnp.concatenate([x, x]), 249, jnp.concatenate([cond, uncond]))
+    e_c, e_u = both[:1], both[1:]
     np.testing.assert_allclose(
         guided.model(0.25, x, (cond, uncond)), e_u + 7.5 * (e_c - e_u), rtol=1e-5, atol=1e-5
     )
@@ -98,7 +99,7 @@ def tiny_unet(tmp_path_factory):
     return rm.load_unet(folder)
 
 
-def _round_trip_and_gradient(unet, x0, context, scheduler):
+def _round_trip(unet, x0, context, scheduler, gradient: bool):
     term = rm.diffusion_term(unet, scheduler)
     solver = rx.Rex(diffrax.Euler(), prediction="data", coupling=0.999)
     # float32 grid: a float64 grid would promote the float32 state under x64.
@@ -107,6 +108,8 @@ def _round_trip_and_gradient(unet, x0, context, scheduler):
     again = rx.sample(term, solver, latent, ts, context)
     err = float(jnp.abs(again - x0).max() / jnp.abs(x0).max())
     assert err < 1e-4
+    if not gradient:
+        return
 
     def loss(unet):
         t = rm.diffusion_term(unet, scheduler)
@@ -118,10 +121,30 @@ def _round_trip_and_gradient(unet, x0, context, scheduler):
     assert any(bool((g != 0).any()) for g in leaves)
 
 
-def test_rex_round_trip_and_gradient(tiny_unet):
+def test_rex_round_trip(tiny_unet):
     x0 = jnp.asarray(np.random.default_rng(1).standard_normal((1, 2, 4, 4)), jnp.float32)
     scheduler = {"prediction_type": "v_prediction", **SCHEDULES[0]}
-    _round_trip_and_gradient(tiny_unet, x0, None, scheduler)
+    _round_trip(tiny_unet, x0, None, scheduler, gradient=False)
+
+
+def test_gradient_wrt_parameters(tiny_unet):
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 2, 4, 4)), jnp.float32)
+    term = rm.diffusion_term(tiny_unet, SCHEDULES[0])
+
+    def loss(term):
+        return jnp.sum(term.model(0.3, x, None) ** 2)
+
+    grads = eqx.filter_grad(loss)(term).model.unet.params
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert len(leaves) == len(jax.tree_util.tree_leaves(tiny_unet.params))
+    assert all(bool(jnp.isfinite(g).all() and (g != 0).any()) for g in leaves)
+
+
+@pytest.mark.slow
+def test_rex_round_trip_and_gradient_through_sampling(tiny_unet):
+    x0 = jnp.asarray(np.random.default_rng(1).standard_normal((1, 2, 4, 4)), jnp.float32)
+    scheduler = {"prediction_type": "v_prediction", **SCHEDULES[0]}
+    _round_trip(tiny_unet, x0, None, scheduler, gradient=True)
 
 
 @pytest.mark.slow
@@ -129,4 +152,4 @@ def test_rex_round_trip_and_gradient_conditional(cond_unet):
     rng = np.random.default_rng(1)
     x0 = jnp.asarray(rng.standard_normal((1, 4, 4, 4)), jnp.float32)
     context = jnp.asarray(rng.standard_normal((1, 3, 8)), jnp.float32)
-    _round_trip_and_gradient(cond_unet, x0, context, SCHEDULES[1])
+    _round_trip(cond_unet, x0, context, SCHEDULES[1], gradient=True)
