@@ -1,0 +1,128 @@
+"""`UNet`: a loaded diffusers UNet as a pytree, called in diffusers' layout and conventions."""
+
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PyTree
+
+from ._bridge import (
+    convert_state_dict,
+    expected_params,
+    read_json,
+    read_state_dict,
+    resolve_component,
+)
+from ._dtypes import check_dtype
+from ._unet2d import UNet2DConfig, UNet2DModule
+from ._unet2d_condition import UNet2DConditionConfig, UNet2DConditionModule
+
+
+class UNet(eqx.Module):
+    """A diffusers `UNet2DModel` or `UNet2DConditionModel` ported to Flax, with its
+    parameters as a pytree field (so `jax.grad` and solvers' adjoints see them).
+
+    Call it as diffusers' PyTorch model: `unet(sample, timestep, encoder_hidden_states)` with
+    `sample` of shape `(b, c, h, w)` and `timestep` a scalar or `(b,)` array of discrete
+    timesteps (integer-valued in `0..num_train_timesteps-1`; fractional values are allowed).
+    Returns the prediction (noise, data or velocity, per the scheduler's `prediction_type`) of
+    shape `(b, out_channels, h, w)` in the parameters' dtype.
+    """
+
+    module: UNet2DModule | UNet2DConditionModule = eqx.field(static=True)
+    params: PyTree[Array]
+
+    @property
+    def config(self) -> UNet2DConfig | UNet2DConditionConfig:
+        return self.module.config
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the UNet takes `encoder_hidden_states` (cross-attention)."""
+        return isinstance(self.module, UNet2DConditionModule)
+
+    def __call__(
+        self,
+        sample: Float[ArrayLike, "b c h w"],
+        timestep: Float[ArrayLike, "*b"],
+        encoder_hidden_states: Float[ArrayLike, "b l d"] | None = None,
+    ) -> Float[Array, "b c2 h w"]:
+        sample = jnp.asarray(sample)
+        b, c, h, w = sample.shape
+        factor = 2 ** (len(self.config.block_out_channels) - 1)
+        if h % factor or w % factor:
+            raise ValueError(
+                f"Spatial size {h}x{w} must be divisible by {factor} (this UNet downsamples "
+                f"{len(self.config.block_out_channels) - 1} times); pad or resize the input."
+            )
+        t = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32), (b,))
+        x = jnp.transpose(sample, (0, 2, 3, 1))
+        if self.conditional:
+            if encoder_hidden_states is None:
+                raise ValueError("This UNet has cross-attention: pass `encoder_hidden_states`.")
+            out = self.module.apply(
+                {"params": self.params}, x, t, jnp.asarray(encoder_hidden_states)
+            )
+        else:
+            if encoder_hidden_states is not None:
+                raise ValueError("This UNet (UNet2DModel) takes no `encoder_hidden_states`.")
+            out = self.module.apply({"params": self.params}, x, t)
+        return jnp.transpose(out, (0, 3, 1, 2))
+
+
+def build_unet_module(config: dict[str, Any], dtype: Any = jnp.float32):
+    """The Flax module for a diffusers UNet `config.json` dict (by its `_class_name`)."""
+    dtype = check_dtype(dtype)
+    name = config.get("_class_name", "UNet2DModel")
+    if name == "UNet2DModel":
+        return UNet2DModule(UNet2DConfig.from_dict(config), dtype)
+    if name == "UNet2DConditionModel":
+        return UNet2DConditionModule(UNet2DConditionConfig.from_dict(config), dtype)
+    raise ValueError(
+        f"_class_name={name!r} is not supported; rexjax ports UNet2DModel and UNet2DConditionModel."
+    )
+
+
+def unet_param_shapes(module: UNet2DModule | UNet2DConditionModule) -> PyTree:
+    """The parameter shapes of `module`, computed abstractly (no memory, no FLOPs)."""
+    cfg = module.config
+    size = 2 ** (len(cfg.block_out_channels) - 1)
+    x = jnp.zeros((1, size, size, cfg.in_channels), jnp.float32)
+    t = jnp.zeros((1,), jnp.float32)
+    if isinstance(module, UNet2DConditionModule):
+        context = jnp.zeros((1, 1, cfg.cross_attention_dim), jnp.float32)
+        return expected_params(module, x, t, context)
+    return expected_params(module, x, t)
+
+
+def load_unet(folder: str | Path, dtype: Any = jnp.float32, variant: str | None = None) -> UNet:
+    """Load a diffusers UNet checkpoint folder (or the `unet/` of a pipeline folder).
+
+    **Arguments:**
+
+    - `folder`: a folder written by diffusers' `save_pretrained` (`config.json` plus
+        `diffusion_pytorch_model.safetensors`), or a pipeline folder with a `unet/` subfolder.
+    - `dtype`: parameter and compute dtype: float32, bfloat16 or float16.
+    - `variant`: a weight-file variant such as `"fp16"` (`diffusion_pytorch_model.fp16.*`).
+
+    **Returns:**
+
+    A [`rexjax.models.UNet`][].
+
+    **Raises:**
+
+    `FileNotFoundError` for a missing folder or files, `ValueError` for unsupported config
+    values, [`rexjax.models.CheckpointMismatchError`][] naming every missing, unexpected or
+    mis-shaped tensor.
+    """
+    path = resolve_component(folder, "unet")
+    module = build_unet_module(read_json(path / "config.json"), dtype)
+    params = convert_state_dict(
+        read_state_dict(path, variant),
+        unet_param_shapes(module),
+        module.dtype,
+        legacy_attention=isinstance(module, UNet2DModule),
+        what=f"UNet checkpoint in {str(path)!r}",
+    )
+    return UNet(module, params)
