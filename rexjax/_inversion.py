@@ -87,6 +87,13 @@ def check_grid(ts: Times, term: DiffusionTerm, solver: diffrax.AbstractSolver) -
     return jnp.asarray(ts)
 
 
+def _state_dtype(y):
+    """The floating dtype the computation runs in: that of the state (the grid is cast to it,
+    so that a float32 state with a float64 grid under x64 is integrated in float32)."""
+    leaves = jax.tree_util.tree_leaves(y.y if isinstance(y, ReversibleState) else y)
+    return jnp.result_type(*leaves, float)
+
+
 def _split_state(solver, term, y, ts, args):
     if isinstance(y, ReversibleState):
         return y.y, y.solver_state
@@ -120,7 +127,7 @@ def sample(
 
     **Returns:** the sample at `ts[-1]` (or its `ReversibleState`).
     """
-    ts = check_grid(ts, term, solver)
+    ts = check_grid(ts, term, solver).astype(_state_dtype(y))
     y0, state0 = _split_state(solver, term, y, ts, args)
     sol = diffrax.diffeqsolve(
         term,
@@ -179,7 +186,7 @@ def invert(
             f"{type(solver).__name__} has no exact inverse. Use a reversible solver such as "
             f"`rexjax.Rex({getattr(solver, 'base', diffrax.Euler())!r})`."
         )
-    ts = check_grid(ts, term, solver)
+    ts = check_grid(ts, term, solver).astype(_state_dtype(x0))
     x, state = _split_state(solver, term, x0, ts[::-1], args)
     return _invert_loop(term, solver, x, state, ts, args)
 

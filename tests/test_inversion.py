@@ -185,3 +185,14 @@ def test_princeps_and_plain_solvers_sample_but_do_not_invert():
         assert jnp.all(jnp.isfinite(rx.sample(term, solver, x, ts)))
         with pytest.raises(ValueError, match="has no exact inverse"):
             rx.invert(term, solver, x, ts)
+
+
+def test_float32_state_with_float64_grid():
+    # The grid is cast to the state's dtype: float32 data stays float32 under x64.
+    x0 = MIXTURE.sample_data(jax.random.key(9), 8, dtype=jnp.float32)
+    ts = rx.log_snr_grid(SCHEDULE, 1.0, 1e-3, 20)  # float64
+    solver = rx.Rex(diffrax.Tsit5(), "data")
+    latent = rx.invert(TERM, solver, x0, ts)
+    again = rx.sample(TERM, solver, latent, ts)
+    assert latent.y.dtype == again.dtype == jnp.float32
+    assert rel_err(again, x0) <= 2e-5
