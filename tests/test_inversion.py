@@ -141,7 +141,8 @@ def test_vmap_matches_batch():
     solver = rx.Rex(rx.RK4(), "data")
     per_sample = jax.vmap(lambda y: rx.sample(term, solver, y, ts))(x)
     np.testing.assert_allclose(per_sample, rx.sample(term, solver, x, ts), rtol=1e-13, atol=1e-13)
-    latents = jax.vmap(lambda y: rx.invert(term, solver, y, ts).y)(per_sample)
+    states = jax.vmap(lambda y: rx.sample(term, solver, y, ts, full_state=True))(x)
+    latents = jax.vmap(lambda s: rx.invert(term, solver, s, ts).y)(states)
     np.testing.assert_allclose(latents, x, rtol=1e-12, atol=1e-12)
 
 
@@ -170,7 +171,10 @@ def test_adaptive_grid_is_replayed_exactly(prediction):
     )
     np.testing.assert_array_equal(grid, rx.adaptive_grid(term, solver, x, 1.0, 1e-3, controller))
     x0 = sol.ys[len(grid) - 2]
-    np.testing.assert_allclose(rx.sample(term, solver, x, grid), x0, rtol=1e-12, atol=1e-12)
+    # The replay runs the same steps in another compiled program: equal up to round-off, which
+    # noise prediction amplifies (measured 7e-15 data, 2e-10 noise).
+    replay_tol = 1e-13 if prediction == "data" else 1e-8
+    np.testing.assert_allclose(rx.sample(term, solver, x, grid), x0, rtol=0, atol=replay_tol)
     latent = rx.invert(term, solver, x0, grid)
     assert rel_err(rx.sample(term, solver, latent, grid), x0) < (
         1e-13 if prediction == "data" else 1e-9
