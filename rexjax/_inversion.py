@@ -88,6 +88,35 @@ def check_grid(ts: Times, term: DiffusionTerm, solver: diffrax.AbstractSolver) -
     return jnp.asarray(ts)
 
 
+def _check_noise_coupling(solver, s):
+    r"""Rex on the noise-prediction SDE is stable only for coupling <= min_n u_{n+1}/u_n.
+
+    In the noise form the residual drift contracts: $z = h\,\partial f/\partial Y =
+    (\Delta u/u)(I - \mathrm{Cov}(\epsilon|x))$, so $-z \in [0, 1 - u_{n+1}/u_n]$ for exact
+    scores (the bound is reached at the noise end, where $\mathrm{Cov}(\epsilon|x) \approx 0$).
+    The coupled pair's second mode has growth factor $\zeta e^{-z}$ a step (Euler: the
+    step matrix has determinant $\zeta$ and is stable iff $-(1-\zeta) \le z \le 0$), so
+    $\zeta \le u_{n+1}/u_n = e^{-2\Delta\lambda_n}$ is needed. Data prediction has $z \ge 0$:
+    stable for any coupling.
+    """
+    if not (isinstance(solver, Rex) and solver.prediction == "noise"):
+        return
+    if isinstance(s, jax.core.Tracer) or s.shape[0] <= 2:
+        return  # traced, or only the end points (adaptive steps): not checked here
+    s = np.asarray(s)
+    ratios = np.minimum(s[1:], s[:-1]) / np.maximum(s[1:], s[:-1])
+    bound = float(np.min(ratios))
+    if solver.coupling > bound:
+        raise ValueError(
+            f"Rex with noise prediction is unstable on the reverse SDE for coupling > "
+            f"{bound:.4f} on this grid (the smallest ratio of consecutive Lawson times "
+            f"u = exp(-2 log-SNR)): the coupled copy's second mode grows by about coupling * "
+            f"u_n/u_(n+1) a step, and samples blow up (std 1e6 instead of 0.3 on Gaussian "
+            f"data). Use Rex(..., coupling={np.floor(bound * 100) / 100:.2f}) or smaller, or "
+            "prediction='data' (stable for any coupling)."
+        )
+
+
 def reverse_sde(
     term: DiffusionTerm,
     solver: Rex | Princeps,
@@ -101,7 +130,8 @@ def reverse_sde(
 
     The path is a `diffrax.VirtualBrownianTree` in the Lawson time of `solver.prediction`, on the
     interval spanned by `ts` (padded by `tol`), with the shape and dtype of `y` (a batch gets
-    independent noise per element) and space-time Lévy area when the solver's base uses it.
+    independent noise per element) and space-time Lévy area (always: one key is one path,
+    whichever SDE method integrates it).
     The same `(term, solver, key, ts, y-shape, tol)` always gives the same path: this is how
     `rexjax.sample(..., key=key)` and `rexjax.invert(..., key=key)` share their noise.
 
@@ -164,12 +194,16 @@ def reverse_sde(
                 "increments would not have the law of a Brownian motion. Leave tol=None (half "
                 "the smallest step) or pass a smaller one."
             )
-    levy = diffrax.SpaceTimeLevyArea if tableau.uses_levy_area else diffrax.BrownianIncrement
+    del tableau  # checked above: the base is an SDE method
+    _check_noise_coupling(solver, s)
     shape = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), y)
     # Padding by tol keeps queries at the grid's end points inside the tree even if their
     # Lawson times are recomputed with a different rounding.
+    # Always with space-time Lévy area, whatever the method: diffrax's tree draws a different
+    # path for each kind of Lévy area, and one key should mean one Brownian path (so that e.g.
+    # Euler–Maruyama and ShARK samples with the same key converge to the same solution).
     tree = diffrax.VirtualBrownianTree(
-        jnp.min(s) - tol, jnp.max(s) + tol, tol, shape, key, levy_area=levy
+        jnp.min(s) - tol, jnp.max(s) + tol, tol, shape, key, levy_area=diffrax.SpaceTimeLevyArea
     )
     return ReverseSDE(term, LawsonBrownianPath(tree, solver.prediction, tol))
 
