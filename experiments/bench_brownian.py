@@ -12,6 +12,7 @@ import platform
 import time
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,7 +58,7 @@ def bench(schedule, ts, shape, hidden):
         v = rx.LawsonVariables(schedule, "data", stochastic=True)
         s0, s1 = v.time(ts[10]), v.time(ts[11])
         path = sde.path
-        t_query = _best(jax.jit(path.increment), s0, s1)
+        t_query = _best(eqx.filter_jit(lambda p, a, b: p.increment(a, b)), path, s0, s1)
         sde_fn = jax.jit(lambda x, k, s=solver: rx.sample(term, s, x, ts, key=k))
         t_sde = _best(sde_fn, y, jax.random.key(3)) / n_steps
         ode_fn = jax.jit(lambda x, s=solver: rx.sample(term, s, x, ts))
