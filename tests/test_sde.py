@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import GaussianModel, rel_err
 
 import rexjax as rx
+from helpers import GaussianModel, rel_err
 
 
 SCHEDULE = rx.VPSchedule.linear()
@@ -229,16 +229,14 @@ def test_strong_order_one_path(base, expected):
     # One Brownian path (same key and tree), nested log-SNR grids, RMS error at T_END against
     # a 1024-step ShARK solution on the same path; nonlinear model (Gaussian mixture).
     # Measured: see STRONG_ORDER below.
-    # (rank promotion is allowed here: GaussianMixture broadcasts (..., 1, d) against (K, d).)
-    with jax.numpy_rank_promotion("allow"):
-        errs, order = _strong_errors(
-            _gmm_term(),
-            jax.random.normal(jax.random.key(1), (64, 2)),
-            base,
-            "data",
-            [16, 32, 64, 128],
-            1024,
-        )
+    errs, order = _strong_errors(
+        _gmm_term(),
+        jax.random.normal(jax.random.key(1), (64, 2)),
+        base,
+        "data",
+        [16, 32, 64, 128],
+        1024,
+    )
     print(f"strong errors {errs}, order {order:.3f}")
     # Deterministic (fixed key): the measured slope must not drift, and must be at least the
     # theoretical strong order minus 0.2 (fits over 4 grids of one path fluctuate by ~0.1).
