@@ -49,6 +49,9 @@ def _is_subsaveat(x) -> bool:
     return isinstance(x, diffrax.SubSaveAt)
 
 
+_SAVE_Y = diffrax.SubSaveAt(t1=True).fn  # diffrax's default `fn`, which saves y
+
+
 def _save_nothing(t, y, args):
     """The `fn` of the recording `SubSaveAt`: only the accepted times are kept."""
     del t, y, args
@@ -92,6 +95,13 @@ def _check(solver, stepsize_controller, event, saveat, max_steps, terms):
             "step). Save at the times you need with `SaveAt(ts=...)` instead."
         )
     for sub in jtu.tree_leaves(saveat.subs, is_leaf=_is_subsaveat):
+        if sub.fn is not _SAVE_Y:
+            # diffrax wraps `fn` in a closure over a traced value, which the backward pass
+            # (traced separately) cannot use.
+            raise ValueError(
+                "`ReversibleAdjoint` does not support `SaveAt(fn=...)`: save `y` (the default) "
+                "and apply the function to `sol.ys` afterwards."
+            )
         if sub.steps:
             raise ValueError(
                 "`ReversibleAdjoint` does not support `SaveAt(steps=...)` (it would store "
@@ -103,13 +113,19 @@ def _check(solver, stepsize_controller, event, saveat, max_steps, terms):
             "`ReversibleAdjoint` needs a finite `max_steps`: it records the accepted times "
             "(one scalar per step) in a buffer of that size."
         )
-    is_unsafe = lambda x: isinstance(x, diffrax.UnsafeBrownianPath)
+
+    def is_unsafe(x):
+        return isinstance(x, diffrax.UnsafeBrownianPath)
+
     if any(is_unsafe(x) for x in jtu.tree_leaves(terms, is_leaf=is_unsafe)):
         raise ValueError(
             "`ReversibleAdjoint` does not support `UnsafeBrownianPath`: the backward pass must "
             "query the same Brownian increments again. Use `diffrax.VirtualBrownianTree`."
         )
-    is_clip = lambda x: isinstance(x, diffrax.ClipStepSizeController)
+
+    def is_clip(x):
+        return isinstance(x, diffrax.ClipStepSizeController)
+
     for c in jtu.tree_leaves(stepsize_controller, is_leaf=is_clip):
         if is_clip(c) and c.jump_ts is not None:
             raise ValueError(
@@ -127,7 +143,10 @@ def _mark_nondifferentiable(final_state):
         "`ReversibleAdjoint` can be differentiated, not its times or controller state.",
         symbolic=False,
     )
-    is_save_state = lambda x: isinstance(x, SaveState)
+
+    def is_save_state(x):
+        return isinstance(x, SaveState)
+
     save_state = jtu.tree_map(
         lambda s: eqx.tree_at(lambda x: x.ts, s, replace_fn=nondiff) if is_save_state(s) else s,
         final_state.save_state,
@@ -136,8 +155,12 @@ def _mark_nondifferentiable(final_state):
     return eqx.tree_at(
         lambda s: (s.tprev, s.tnext, s.controller_state, s.save_state),
         final_state,
-        (nondiff(final_state.tprev), nondiff(final_state.tnext),
-         nondiff(final_state.controller_state), save_state),
+        (
+            nondiff(final_state.tprev),
+            nondiff(final_state.tnext),
+            nondiff(final_state.controller_state),
+            save_state,
+        ),
         is_leaf=_is_none,
     )
 
@@ -155,16 +178,17 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
 
     Supported: ODEs and SDEs (a `diffrax.VirtualBrownianTree` inside the terms), any step-size
     controller (fixed, `StepTo`, `PIDController`: the accepted grid is replayed), and
-    `SaveAt(t0=..., t1=..., ts=..., fn=..., solver_state=...)`. Gradients flow to `y0`, to an
+    `SaveAt(t0=..., t1=..., ts=..., solver_state=...)`. Gradients flow to `y0`, to an
     explicitly passed `solver_state`, to `args` and to the arrays of the terms (an
     `equinox.Module` model, or a parameter pytree passed through `args`).
 
     Not supported (a `ValueError` says what to use instead): non-reversible solvers, events,
-    `SaveAt(steps=...)`, `SaveAt(dense=True)`, `max_steps=None`, `diffrax.UnsafeBrownianPath`,
-    `ClipStepSizeController(jump_ts=...)`. Gradients with respect to `t0`, `t1`, `dt0` or
-    arrays closed over by the model are not computed (JAX raises a `CustomVJPException` for
-    closed-over arrays: put them in an `equinox.Module` or in `args`). Forward-mode autodiff and
-    higher derivatives are not supported (use `diffrax.DirectAdjoint`).
+    `SaveAt(steps=...)`, `SaveAt(dense=True)`, `SaveAt(fn=...)`, `max_steps=None`,
+    `diffrax.UnsafeBrownianPath`, `ClipStepSizeController(jump_ts=...)`. Gradients with
+    respect to `t0`, `t1`, `dt0` or arrays closed over by the model are not computed (JAX
+    raises a `CustomVJPException` for closed-over arrays: put them in an `equinox.Module` or
+    in `args`). Forward-mode autodiff and higher derivatives are not supported (use
+    `diffrax.DirectAdjoint`).
 
     !!! info
 
@@ -235,9 +259,12 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
             init_state=init_state,
             progress_meter=progress_meter,
         )
+
         # Integer outputs of a custom VJP carry (float0) tangents that some equinox
         # primitives downstream (e.g. `error_if`'s index) refuse; they are not differentiable.
-        is_int = lambda x: eqx.is_array(x) and not eqx.is_inexact_array(x)
+        def is_int(x):
+            return eqx.is_array(x) and not eqx.is_inexact_array(x)
+
         final_state = jtu.tree_map(
             lambda x: jax.lax.stop_gradient(x) if is_int(x) else x, final_state
         )
@@ -322,7 +349,10 @@ def _reversible_loop_bwd(
 
     def pull_fn(sub, t, y, d_args, ct):
         """Cotangents of (y, args) from the saved value `sub.fn(t, y, args)`."""
-        fn = lambda _y, _a: sub.fn(t, _y, eqx.combine(_a, nondiff_args))
+
+        def fn(_y, _a):
+            return sub.fn(t, _y, eqx.combine(_a, nondiff_args))
+
         _, vjp = jax.vjp(fn, y, d_args)
         return vjp(ct)
 
@@ -342,7 +372,9 @@ def _reversible_loop_bwd(
     # SaveAt(ts=...) entries are pulled back in the step that saved them; `pointers[i]` is the
     # last not-yet-handled entry of the i-th SubSaveAt.
     ts_subs = [
-        (sub, g) for sub, g in zip(subs, grad_ys, strict=True) if sub.ts is not None and g is not None
+        (sub, g)
+        for sub, g in zip(subs, grad_ys, strict=True)
+        if sub.ts is not None and g is not None
     ]
     pointers = tuple(jnp.asarray(len(sub.ts) - 1) for sub, _ in ts_subs)
 
