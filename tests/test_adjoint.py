@@ -112,7 +112,7 @@ FIXED = [
     pytest.param(diffrax.Euler(), "data", "t0_ts_t1", id="euler-data"),
     pytest.param(diffrax.Euler(), "noise", "t0_ts_t1", id="euler-noise"),
     pytest.param(diffrax.Tsit5(), "data", "t0_ts_t1", id="tsit5-data"),
-    pytest.param(diffrax.Tsit5(), "noise", "t0_ts_t1", id="tsit5-noise"),
+    pytest.param(diffrax.Tsit5(), "noise", "t0_ts_t1", id="tsit5-noise", marks=pytest.mark.slow),
 ] + [
     pytest.param(base, prediction, "t1", id=f"{name}-{prediction}-t1", marks=pytest.mark.slow)
     for base, name in ((diffrax.Euler(), "euler"), (diffrax.Tsit5(), "tsit5"))
@@ -308,10 +308,9 @@ def test_one_step():
     model, y0, args, ts = _setup()
     ts = ts[:2]
     saveat = diffrax.SaveAt(t0=True, ts=ts.mean()[None], t1=True)
-    for prediction in ("data", "noise"):
-        solver = rx.Rex(diffrax.Euler(), prediction)
-        err, _ = _compare(model, y0, args, solver=solver, ts=ts, saveat=saveat)
-        assert err <= 1e-12
+    solver = rx.Rex(diffrax.Euler(), "noise")
+    err, _ = _compare(model, y0, args, solver=solver, ts=ts, saveat=saveat)
+    assert err <= 1e-12
 
 
 def test_zero_steps():
