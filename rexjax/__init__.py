@@ -1,6 +1,7 @@
 """rexjax: algebraically reversible exponential (Rex) solvers for diffusion models."""
 
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
+from ._brownian import LawsonBrownianPath as LawsonBrownianPath, ReverseSDE as ReverseSDE
 from ._gmm import GaussianMixture as GaussianMixture
 from ._inversion import (
     ReversibleState as ReversibleState,
@@ -8,9 +9,15 @@ from ._inversion import (
     adaptive_grid as adaptive_grid,
     invert as invert,
     log_snr_grid as log_snr_grid,
+    reverse_sde as reverse_sde,
     sample as sample,
 )
-from ._lawson import LawsonVariables as LawsonVariables, lawson_increment as lawson_increment
+from ._lawson import (
+    LawsonNoise as LawsonNoise,
+    LawsonVariables as LawsonVariables,
+    NoiseTableau as NoiseTableau,
+    lawson_increment as lawson_increment,
+)
 from ._reversible import (
     AbstractInvertibleSolver as AbstractInvertibleSolver,
     AbstractReversibleSolver as AbstractReversibleSolver,

@@ -5,12 +5,19 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._adjoint import ReversibleAdjoint
-from ._custom_types import Args, Times, Y
+from ._brownian import LawsonBrownianPath, ReverseSDE
+from ._custom_types import Args, RealScalarLike, Times, Y
 from ._lawson import LawsonVariables
-from ._reversible import AbstractInvertibleSolver, AbstractReversibleSolver, Princeps, Rex
+from ._reversible import (
+    AbstractInvertibleSolver,
+    AbstractReversibleSolver,
+    Princeps,
+    Rex,
+    noise_tableau,
+)
 from ._schedules import AbstractSchedule
 from ._term import DiffusionTerm
 
@@ -88,6 +95,134 @@ def check_grid(ts: Times, term: DiffusionTerm, solver: diffrax.AbstractSolver) -
     return jnp.asarray(ts)
 
 
+def _check_noise_coupling(solver, s):
+    r"""Rex on the noise-prediction SDE is stable only for coupling <= min_n u_{n+1}/u_n.
+
+    In the noise form the residual drift contracts: $z = h\,\partial f/\partial Y =
+    (\Delta u/u)(I - \mathrm{Cov}(\epsilon|x))$, so $-z \in [0, 1 - u_{n+1}/u_n]$ for exact
+    scores (the bound is reached at the noise end, where $\mathrm{Cov}(\epsilon|x) \approx 0$).
+    The coupled pair's second mode has growth factor $\zeta e^{-z}$ a step (Euler: the
+    step matrix has determinant $\zeta$ and is stable iff $-(1-\zeta) \le z \le 0$), so
+    $\zeta \le u_{n+1}/u_n = e^{-2\Delta\lambda_n}$ is needed. Data prediction has $z \ge 0$:
+    stable for any coupling.
+    """
+    if not (isinstance(solver, Rex) and solver.prediction == "noise"):
+        return
+    if isinstance(s, jax.core.Tracer) or s.shape[0] <= 2:
+        return  # traced, or only the end points (adaptive steps): not checked here
+    s = np.asarray(s)
+    ratios = np.minimum(s[1:], s[:-1]) / np.maximum(s[1:], s[:-1])
+    bound = float(np.min(ratios))
+    if solver.coupling > bound:
+        raise ValueError(
+            f"Rex with noise prediction is unstable on the reverse SDE for coupling > "
+            f"{bound:.4f} on this grid (the smallest ratio of consecutive Lawson times "
+            f"u = exp(-2 log-SNR)): the coupled copy's second mode grows by about coupling * "
+            f"u_n/u_(n+1) a step, and samples blow up (std 1e6 instead of 0.3 on Gaussian "
+            f"data). Use Rex(..., coupling={np.floor(bound * 100) / 100:.2f}) or smaller, or "
+            "prediction='data' (stable for any coupling)."
+        )
+
+
+def reverse_sde(
+    term: DiffusionTerm,
+    solver: Rex | Princeps,
+    key: PRNGKeyArray,
+    ts: Times,
+    y: Y,
+    *,
+    tol: RealScalarLike | None = None,
+) -> ReverseSDE:
+    r"""The reverse-time SDE of `term`, driven by a Brownian path replayable from `key`.
+
+    The path is a `diffrax.VirtualBrownianTree` in the Lawson time of `solver.prediction`, on the
+    interval spanned by `ts` (padded by `tol`), with the shape and dtype of `y` (a batch gets
+    independent noise per element) and space-time Lévy area (always: one key is one path,
+    whichever SDE method integrates it).
+    The same `(term, solver, key, ts, y-shape, tol)` always gives the same path: this is how
+    `rexjax.sample(..., key=key)` and `rexjax.invert(..., key=key)` share their noise.
+
+    To do the same with `diffrax.diffeqsolve` directly:
+
+    ```python
+    sde = rexjax.reverse_sde(term, solver, key, ts, x_T)
+    sol = diffrax.diffeqsolve(sde, solver, t0=ts[0], t1=ts[-1], dt0=None, y0=x_T,
+                              stepsize_controller=diffrax.StepTo(ts))
+    ```
+
+    and `solver.backward_step(sde, ...)` steps back with the same noise. For adaptive steps pass
+    `ts=[t0, t1]` and an explicit `tol` (every accepted step must be longer than `tol` in the
+    Lawson time; a shorter step is a run-time error).
+
+    **Arguments:**
+
+    - `term`: the `DiffusionTerm`.
+    - `solver`: the `rexjax.Rex` or `rexjax.Princeps` solver that will integrate it; its base
+        must be `diffrax.Euler()` (Euler–Maruyama) or an additive-noise SRK (`diffrax.ShARK()`,
+        `SRA1()`, `SEA()`).
+    - `key`: a JAX PRNG key: the whole path is a function of it.
+    - `ts`: the grid (or just its end points); the tree spans its Lawson times.
+    - `y`: the state (or anything with its pytree structure, shapes and dtypes).
+    - `tol`: the tree's tolerance in Lawson-time units. Default: half the smallest step of
+        `ts` in the Lawson time. It must be smaller than every step (checked here for concrete
+        grids and at run time for every step).
+
+    **Returns:** a `rexjax.ReverseSDE`, a diffrax term for `Rex` / `Princeps`.
+    """
+    if not isinstance(solver, Rex | Princeps):
+        raise ValueError(
+            f"The reverse SDE is integrated by rexjax.Rex or rexjax.Princeps; got "
+            f"{type(solver).__name__}."
+        )
+    tableau = noise_tableau(solver.base)
+    v = LawsonVariables(term.schedule, solver.prediction, stochastic=True)
+    ts = jnp.asarray(ts)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"`ts` must be 1-D with >= 2 times; got shape {ts.shape}.")
+    s = v.time(ts)
+    steps = jnp.abs(jnp.diff(s))
+    if tol is None:
+        tol = 0.5 * jnp.min(steps)
+    tol = jnp.asarray(tol, s.dtype)
+    if not isinstance(s, jax.core.Tracer) and not isinstance(tol, jax.core.Tracer):
+        s_np, tol_np = np.asarray(s), float(tol)
+        if not (np.all(np.isfinite(s_np)) and np.all(s_np > 0)):
+            raise ValueError(
+                "The reverse SDE needs alpha(t) > 0 and sigma(t) > 0 on the whole grid (its "
+                "Lawson time is exp(+-2 log-SNR)); end the grid inside the schedule's domain, "
+                "e.g. at t=1e-3."
+            )
+        if not tol_np > 0:
+            raise ValueError(f"tol must be positive; got {tol_np}.")
+        if ts.shape[0] > 2 and not tol_np < float(np.min(np.asarray(steps))):
+            raise ValueError(
+                f"The Brownian tree's tolerance {tol_np:.3g} is not smaller than the smallest "
+                f"step of the grid in the Lawson time ({float(np.min(np.asarray(steps))):.3g}): "
+                "increments would not have the law of a Brownian motion. Leave tol=None (half "
+                "the smallest step) or pass a smaller one."
+            )
+    del tableau  # checked above: the base is an SDE method
+    _check_noise_coupling(solver, s)
+    shape = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), y)
+    # Padding by tol keeps queries at the grid's end points inside the tree even if their
+    # Lawson times are recomputed with a different rounding.
+    # Always with space-time Lévy area, whatever the method: diffrax's tree draws a different
+    # path for each kind of Lévy area, and one key should mean one Brownian path (so that e.g.
+    # Euler–Maruyama and ShARK samples with the same key converge to the same solution).
+    tree = diffrax.VirtualBrownianTree(
+        jnp.min(s) - tol, jnp.max(s) + tol, tol, shape, key, levy_area=diffrax.SpaceTimeLevyArea
+    )
+    return ReverseSDE(term, LawsonBrownianPath(tree, solver.prediction, tol))
+
+
+def _sde_term(term, solver, key, ts, y, tol):
+    if key is None:
+        if tol is not None:
+            raise ValueError("tol is the Brownian tree's tolerance: it needs a key (the SDE).")
+        return term
+    return reverse_sde(term, solver, key, ts, y, tol=tol)
+
+
 def _split_state(solver, term, y, ts, args):
     if isinstance(y, ReversibleState):
         return y.y, y.solver_state
@@ -101,6 +236,8 @@ def sample(
     ts: Times,
     args: Args = None,
     *,
+    key: PRNGKeyArray | None = None,
+    tol: RealScalarLike | None = None,
     full_state: bool = False,
     adjoint: diffrax.AbstractAdjoint | None = None,
 ) -> Y | ReversibleState:
@@ -117,6 +254,10 @@ def sample(
     - `ts`: the sampling grid, strictly decreasing, e.g. `rexjax.log_snr_grid(...)` or the
         accepted grid of an adaptive solve (`rexjax.adaptive_grid`).
     - `args`: passed to the model.
+    - `key`: `None` (default) integrates the probability-flow ODE; a PRNG key integrates the
+        reverse-time SDE driven by the Brownian path of that key (`rexjax.reverse_sde`): the
+        same key gives the same sample bitwise, and `invert` with the same key inverts it.
+    - `tol`: the Brownian tree's tolerance (SDE only; default: from the grid).
     - `full_state`: return a `ReversibleState` (solution and solver state) instead of the
         solution alone; `rexjax.invert` of it reconstructs the input exactly.
     - `adjoint`: how to differentiate the solve. Default: `rexjax.ReversibleAdjoint()` (exact
@@ -128,13 +269,14 @@ def sample(
     """
     ts = check_grid(ts, term, solver)
     y0, state0 = _split_state(solver, term, y, ts, args)
+    sde = _sde_term(term, solver, key, ts, y0, tol)
     if adjoint is None:
         if isinstance(solver, AbstractReversibleSolver):
             adjoint = ReversibleAdjoint()
         else:
             adjoint = diffrax.RecursiveCheckpointAdjoint()
     sol = diffrax.diffeqsolve(
-        term,
+        sde,
         solver,
         t0=ts[0],
         t1=ts[-1],
@@ -169,6 +311,9 @@ def invert(
     x0: Y | ReversibleState,
     ts: Times,
     args: Args = None,
+    *,
+    key: PRNGKeyArray | None = None,
+    tol: RealScalarLike | None = None,
 ) -> ReversibleState:
     r"""Map data to noise by running the solver's exact inverse backwards along the grid `ts`.
 
@@ -183,6 +328,8 @@ def invert(
     - `x0`: the data at `ts[-1]`; the coupled state starts equal to it. A `ReversibleState`
         (e.g. `sample(..., full_state=True)`) is inverted as it is.
     - `ts`: the sampling grid.
+    - `key`, `tol`: as for `rexjax.sample`: with the key of a reverse-SDE sample, its exact
+        inverse (the Brownian increments are regenerated from the key, not stored).
 
     **Returns:** the latent `ReversibleState` at `ts[0]`.
     """
@@ -193,7 +340,8 @@ def invert(
         )
     ts = check_grid(ts, term, solver)
     x, state = _split_state(solver, term, x0, ts[::-1], args)
-    return _invert_loop(term, solver, x, state, ts, args)
+    sde = _sde_term(term, solver, key, ts, x, tol)
+    return _invert_loop(sde, solver, x, state, ts, args)
 
 
 def accepted_grid(sol: diffrax.Solution) -> Float[np.ndarray, " n"]:
@@ -231,6 +379,8 @@ def adaptive_grid(
     *,
     dt0: float | None = None,
     max_steps: int = 4096,
+    key: PRNGKeyArray | None = None,
+    tol: RealScalarLike | None = None,
 ) -> Float[np.ndarray, " n"]:
     r"""Choose a grid adaptively from `t0` to `t1` (one solve with `stepsize_controller`, e.g.
     `diffrax.PIDController`) and return the accepted times.
@@ -238,9 +388,20 @@ def adaptive_grid(
     `sample(term, solver, y, grid)` then reproduces that adaptive solve step for step and
     `invert(term, solver, x0, grid)` inverts it exactly: the inverse replays the accepted grid
     rather than deciding its own steps.
+
+    With a `key` the reverse SDE is solved adaptively (base ShARK or SRA1, which have an
+    embedded error); `tol` (the Brownian tree's tolerance in the Lawson time) is then required,
+    and `sample` / `invert` replay the solve when given the same `key` and `tol`.
     """
+    if key is not None and tol is None:
+        raise ValueError(
+            "An adaptive SDE solve needs an explicit Brownian tolerance `tol` (in the Lawson "
+            "time): the accepted steps are not known in advance. Pass the same key and tol to "
+            "sample/invert on the returned grid."
+        )
+    sde = _sde_term(term, solver, key, jnp.asarray([t0, t1]), y, tol)
     sol = diffrax.diffeqsolve(
-        term,
+        sde,
         solver,
         t0=t0,
         t1=t1,

@@ -8,11 +8,13 @@ import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from diffrax import RESULTS, AbstractTerm, ButcherTableau, LocalLinearInterpolation
 from diffrax._term import WrapTerm  # noqa: PLC2701  (private: diffrax is pinned exactly)
 
+from ._brownian import LawsonBrownianPath, ReverseSDE
 from ._custom_types import Args, RealScalarLike, Y
-from ._lawson import LawsonVariables, Prediction, lawson_increment
+from ._lawson import LawsonNoise, LawsonVariables, NoiseTableau, Prediction, lawson_increment
 from ._tableaus import EULER_TABLEAU, ExplicitTableau
 from ._term import DiffusionTerm
 
@@ -62,8 +64,8 @@ class AbstractReversibleSolver(AbstractInvertibleSolver):
     """
 
 
-def unwrap_term(terms: AbstractTerm, t0, t1) -> tuple[DiffusionTerm, object, object]:
-    """The `DiffusionTerm` and the true diffusion times of a step.
+def unwrap_term(terms: AbstractTerm, t0, t1) -> tuple[DiffusionTerm | ReverseSDE, object, object]:
+    """The `DiffusionTerm` (or `ReverseSDE`) and the true diffusion times of a step.
 
     `diffrax.diffeqsolve` integrates backwards in time by negating times and wrapping terms;
     the exponential solvers work in the true time, so both are undone here (exactly).
@@ -71,7 +73,7 @@ def unwrap_term(terms: AbstractTerm, t0, t1) -> tuple[DiffusionTerm, object, obj
     if isinstance(terms, WrapTerm):
         flip = terms.direction == -1
         terms, t0, t1 = terms.term, jnp.where(flip, -t0, t0), jnp.where(flip, -t1, t1)
-    if not isinstance(terms, DiffusionTerm):
+    if not isinstance(terms, DiffusionTerm | ReverseSDE):
         raise ValueError(
             "Rex and Princeps solvers integrate a `rexjax.DiffusionTerm` (they use its "
             f"semi-linear split); got {type(terms).__name__}. Wrap your model as "
@@ -80,18 +82,77 @@ def unwrap_term(terms: AbstractTerm, t0, t1) -> tuple[DiffusionTerm, object, obj
     return terms, t0, t1
 
 
+def _additive_srk(base: diffrax.AbstractSolver) -> bool:
+    return isinstance(base, diffrax.AbstractSRK) and base.tableau.is_additive_noise()
+
+
 def base_tableau(base: diffrax.AbstractSolver) -> ExplicitTableau:
-    """The tableau of an explicit diffrax RK solver (or `diffrax.Euler`)."""
+    """The tableau of an explicit diffrax RK solver (or `diffrax.Euler`), or the drift tableau
+    of an additive-noise stochastic RK solver (ShARK, SRA1, SEA)."""
     if isinstance(base, diffrax.Euler):
         return EULER_TABLEAU
+    if _additive_srk(base) and base.tableau.coeffs_kk is None:
+        tab = base.tableau
+        return ExplicitTableau(tab.c, tuple(tab.a), tab.b_sol, tab.b_error)
     if isinstance(base, diffrax.AbstractERK) and isinstance(base.tableau, ButcherTableau):
         if base.tableau.a_diagonal is None:
             return ExplicitTableau.from_butcher(base.tableau)
     raise ValueError(
         f"The base solver must be an explicit Runge–Kutta method: diffrax.Euler, Midpoint, "
-        f"Heun, Ralston, Bosh3, Tsit5, Dopri5, Dopri8 or rexjax.RK4, RK38, SSPRK3, Fehlberg45; "
-        f"got {type(base).__name__}."
+        f"Heun, Ralston, Bosh3, Tsit5, Dopri5, Dopri8 or rexjax.RK4, RK38, SSPRK3, Fehlberg45, "
+        f"or an additive-noise SRK: diffrax.ShARK, SRA1, SEA; got {type(base).__name__}."
     )
+
+
+def noise_tableau(base: diffrax.AbstractSolver) -> NoiseTableau:
+    """The Brownian coefficients of an SDE base method: Euler–Maruyama for `diffrax.Euler`,
+    the `AdditiveCoeffs` of ShARK, SRA1 and SEA."""
+    if isinstance(base, diffrax.Euler):
+        return NoiseTableau(np.zeros(1), np.zeros(1), 1.0, 0.0)
+    if _additive_srk(base) and base.tableau.coeffs_kk is None:
+        tab = base.tableau
+        cw, ch = tab.coeffs_w, tab.coeffs_hh
+        a_h = np.zeros_like(cw.a) if ch is None else ch.a
+        b_h = 0.0 if ch is None else float(ch.b_sol)
+        return NoiseTableau(np.asarray(cw.a, float), np.asarray(a_h, float), float(cw.b_sol), b_h)
+    raise ValueError(
+        f"{type(base).__name__} is not an SDE method: with a Brownian path (a key) the base must "
+        "be diffrax.Euler() (Euler–Maruyama) or an additive-noise SRK: diffrax.ShARK(), "
+        "diffrax.SRA1() or diffrax.SEA(). Without a key the probability-flow ODE is solved."
+    )
+
+
+def _split_sde(terms, t0, t1, prediction, base):
+    """The DiffusionTerm, the Brownian path (None for the ODE) and the true times of a step."""
+    term, t0, t1 = unwrap_term(terms, t0, t1)
+    if not isinstance(term, ReverseSDE):
+        return term, None, t0, t1
+    if term.path.prediction != prediction:
+        raise ValueError(
+            f"The Brownian path lives in the Lawson time of {term.path.prediction!r} prediction "
+            f"but the solver integrates the {prediction!r} form: build the path for this solver "
+            "(`rexjax.reverse_sde(term, solver, ...)`)."
+        )
+    noise_tableau(base)  # trace-time check that the base is an SDE method
+    return term.term, term.path, t0, t1
+
+
+def _step_noise(
+    path: LawsonBrownianPath | None, base, v: LawsonVariables, t0, t1
+) -> LawsonNoise | None:
+    """The noise of the step from t0 to t1 (sampling direction), one tree query."""
+    if path is None:
+        return None
+    return path.noise(noise_tableau(base), v.time(t0), v.time(t1))
+
+
+def _reversed(noise: LawsonNoise | None) -> LawsonNoise | None:
+    return None if noise is None else noise.reversed()
+
+
+def _strong_order(base, terms):
+    # Euler-Maruyama has strong order 1 on additive noise (diffrax reports 0.5, for any noise).
+    return 1.0 if isinstance(base, diffrax.Euler) else base.strong_order(terms)
 
 
 def _check_prediction(prediction):
@@ -122,7 +183,7 @@ def _lin(a, x: Y, b, y: Y) -> Y:
     return jtu.tree_map(lambda xi, yi: a.astype(xi.dtype) * xi + b.astype(yi.dtype) * yi, x, y)
 
 
-class Princeps(diffrax.AbstractSolver):
+class Princeps(diffrax.AbstractStratonovichSolver):
     r"""The exponential (Lawson) version of an explicit Runge–Kutta scheme on a diffusion ODE.
 
     $x_{n+1} = \kappa_{n+1}(x_n/\kappa_n + \Psi_h(t_n \to t_{n+1}, x_n))$; see
@@ -132,7 +193,10 @@ class Princeps(diffrax.AbstractSolver):
 
     **Arguments:**
 
-    - `base`: an explicit diffrax RK solver or `diffrax.Euler()` (only its tableau is used).
+    - `base`: an explicit diffrax RK solver or `diffrax.Euler()` (only its tableau is used);
+        for the reverse SDE (a `rexjax.ReverseSDE` term), `diffrax.Euler()` (Euler–Maruyama;
+        with "data" this is SDE-DPM-Solver++(1)) or an additive-noise SRK (`diffrax.ShARK()`,
+        `SRA1()`, `SEA()`), whose drift tableau alone is used on the ODE.
     - `prediction`: `"data"` (integrate the $\hat x_0$ form) or `"noise"` ($\hat\epsilon$).
     """
 
@@ -149,15 +213,19 @@ class Princeps(diffrax.AbstractSolver):
     def order(self, terms):
         return self.base.order(terms)
 
+    def strong_order(self, terms):
+        return _strong_order(self.base, terms)
+
     def init(self, terms, t0, t1, y0, args):
         return None
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        term, t0, t1 = unwrap_term(terms, t0, t1)
-        v = LawsonVariables(term.schedule, self.prediction)
+        term, path, t0, t1 = _split_sde(terms, t0, t1, self.prediction, self.base)
+        v = LawsonVariables(term.schedule, self.prediction, stochastic=path is not None)
         lk0, lk1 = v.log_kappa(t0), v.log_kappa(t1)
-        psi, err = lawson_increment(base_tableau(self.base), v, term, t0, t1, y0, args)
+        noise = _step_noise(path, self.base, v, t0, t1)
+        psi, err = lawson_increment(base_tableau(self.base), v, term, t0, t1, y0, args, noise)
         kappa1 = jnp.exp(lk1)
         y1 = _finite(_lin(jnp.exp(lk1 - lk0), y0, kappa1, psi), "a Princeps step")
         y_error = None if err is None else _scale(kappa1, err)
@@ -167,7 +235,7 @@ class Princeps(diffrax.AbstractSolver):
         return terms.vf(t0, y0, args)
 
 
-class Rex(AbstractReversibleSolver):
+class Rex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
     r"""Rex: the McCallum–Foster reversible coupling of an exponential (Lawson) RK step.
 
     The state is a pair $(x, \hat x)$: $x$ is the solution (diffrax's `y`) and $\hat x$ lives in
@@ -191,9 +259,16 @@ class Rex(AbstractReversibleSolver):
     non-trivial region of linear stability. Embedded error estimates (for adaptive steps) come
     from the forward increment.
 
+    On the reverse SDE (a `rexjax.ReverseSDE` term, e.g. `rexjax.sample(..., key=key)`), $\Psi_h$
+    uses the Brownian increment $W$ and space-time Lévy area $H$ of the step in the Lawson time
+    and $\Psi_{-h}$ the same increment reversed, $(-W, H)$; the backward step regenerates both
+    from the path, so the inverse is exact without storing the noise.
+
     **Arguments:**
 
-    - `base`: an explicit diffrax RK solver or `diffrax.Euler()` (only its tableau is used).
+    - `base`: an explicit diffrax RK solver or `diffrax.Euler()` (only its tableau is used);
+        for the reverse SDE, `diffrax.Euler()` (Euler–Maruyama) or an additive-noise SRK
+        (`diffrax.ShARK()`, `SRA1()`, `SEA()`).
     - `prediction`: `"data"` or `"noise"`: which form of the drift is integrated.
     - `coupling`: $\zeta \in (0, 1]$ (default 0.999).
 
@@ -222,36 +297,40 @@ class Rex(AbstractReversibleSolver):
     def order(self, terms):
         return self.base.order(terms)
 
+    def strong_order(self, terms):
+        return _strong_order(self.base, terms)
+
     def init(self, terms, t0, t1, y0, args):
         return y0
 
     def _parts(self, terms, t0, t1):
-        term, t0, t1 = unwrap_term(terms, t0, t1)
-        v = LawsonVariables(term.schedule, self.prediction)
+        term, path, t0, t1 = _split_sde(terms, t0, t1, self.prediction, self.base)
+        v = LawsonVariables(term.schedule, self.prediction, stochastic=path is not None)
         lk0, lk1 = v.log_kappa(t0), v.log_kappa(t1)
-        return term, t0, t1, v, jnp.exp(lk1 - lk0), jnp.exp(lk0), jnp.exp(lk1)
+        noise = _step_noise(path, self.base, v, t0, t1)
+        return term, t0, t1, v, jnp.exp(lk1 - lk0), jnp.exp(lk0), jnp.exp(lk1), noise
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
-        term, t0, t1, v, r, kappa0, kappa1 = self._parts(terms, t0, t1)
+        term, t0, t1, v, r, kappa0, kappa1, noise = self._parts(terms, t0, t1)
         tableau, zeta = base_tableau(self.base), self.coupling
         yh0 = solver_state
-        psi, err = lawson_increment(tableau, v, term, t0, t1, yh0, args)
+        psi, err = lawson_increment(tableau, v, term, t0, t1, yh0, args, noise)
         y1 = _lin(r, _lin(jnp.asarray(zeta), y0, jnp.asarray(1 - zeta), yh0), kappa1, psi)
         y1 = _finite(y1, "a Rex step (forward substep)")
-        psi_back, _ = lawson_increment(tableau, v, term, t1, t0, y1, args)
+        psi_back, _ = lawson_increment(tableau, v, term, t1, t0, y1, args, _reversed(noise))
         yh1 = _finite(_lin(r, yh0, -kappa1, psi_back), "a Rex step (reverse substep)")
         y_error = None if err is None else _scale(kappa1, err)
         return y1, y_error, dict(y0=y0, y1=y1), yh1, RESULTS.successful
 
     def backward_step(self, terms, t0, t1, y1, args, ts_state, solver_state, made_jump):
         del ts_state, made_jump
-        term, t0, t1, v, r, kappa0, kappa1 = self._parts(terms, t0, t1)
+        term, t0, t1, v, r, kappa0, kappa1, noise = self._parts(terms, t0, t1)
         tableau, zeta = base_tableau(self.base), self.coupling
         yh1 = solver_state
-        psi_back, _ = lawson_increment(tableau, v, term, t1, t0, y1, args)
+        psi_back, _ = lawson_increment(tableau, v, term, t1, t0, y1, args, _reversed(noise))
         yh0 = _finite(_lin(1 / r, yh1, kappa0, psi_back), "a Rex backward step")
-        psi, _ = lawson_increment(tableau, v, term, t0, t1, yh0, args)
+        psi, _ = lawson_increment(tableau, v, term, t0, t1, yh0, args, noise)
         y0 = _lin(1 / (r * zeta), y1, jnp.asarray(1 - 1 / zeta), yh0)
         y0 = _finite(_lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi), "a Rex backward step")
         return y0, dict(y0=y0, y1=y1), yh0, RESULTS.successful
