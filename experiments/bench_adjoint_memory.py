@@ -10,7 +10,8 @@ parameters and the initial noise. For each number of steps N and each adjoint, i
 - `temp`: compiled temporary memory of the jitted gradient
   (`jax.jit(grad).lower(...).compile().memory_analysis().temp_size_in_bytes`);
 - `peak`: temp + argument + output bytes (the compiled working set);
-- `compile`: lowering + compilation time; `grad`: median wall time of 3 calls after a warm-up.
+- `compile`: lowering + compilation time; `grad`: the fastest of 5 calls after a warm-up (the
+  minimum is the least disturbed by other jobs on a shared machine).
 
 Run: `python experiments/bench_adjoint_memory.py` (a few minutes on 2 CPU cores; `--steps`
 to change the list, `--no-direct` to skip DirectAdjoint). Writes
@@ -19,7 +20,6 @@ to change the list, `--no-direct` to skip DirectAdjoint). Writes
 
 import argparse
 import datetime
-import statistics
 import time
 from pathlib import Path
 
@@ -46,7 +46,7 @@ class NoiseMLP(eqx.Module):
         return jax.vmap(self.mlp)(tx)
 
 
-def measure(adjoint, num_steps, repeats=3):
+def measure(adjoint, num_steps, repeats=5):
     schedule = rx.VPSchedule.linear()
     model = NoiseMLP(jax.random.key(0))
     noise = jax.random.normal(jax.random.key(1), (BATCH, DIM), jnp.float32)
@@ -70,9 +70,7 @@ def measure(adjoint, num_steps, repeats=3):
         jax.block_until_ready(compiled(params, noise))
         times.append(time.perf_counter() - start)
     peak = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
-    return dict(
-        temp=mem.temp_size_in_bytes, peak=peak, compile=compile_s, grad=statistics.median(times)
-    )
+    return dict(temp=mem.temp_size_in_bytes, peak=peak, compile=compile_s, grad=min(times))
 
 
 def main():

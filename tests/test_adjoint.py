@@ -1,5 +1,10 @@
 """`rexjax.ReversibleAdjoint`: gradients equal backpropagation through the solver, memory does
-not grow with the number of steps, and unsupported set-ups fail with a clear error."""
+not grow with the number of steps, and unsupported set-ups fail with a clear error.
+
+Most of the time is XLA compilation (each comparison compiles two gradients). The default run
+covers Euler (both predictions), Tsit5 and PID-Dopri5 (data prediction) and the SDE with
+Euler; `pytest -m slow` adds the remaining solver/prediction/SaveAt combinations and ShARK
+(about 4 min of CPU time)."""
 
 import re
 import tomllib
