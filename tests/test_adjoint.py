@@ -215,7 +215,7 @@ def test_sample_default_is_reversible_adjoint():
     """`sample` differentiates through `ReversibleAdjoint` by default for Rex (no memory
     growth: compiled temporaries equal those of an explicit ReversibleAdjoint), and through
     checkpointing for a non-reversible solver."""
-    model, y0, args, ts = _setup(num_steps=64)
+    model, y0, args, ts = _setup(num_steps=16)
 
     def temp(adjoint, solver):
         f = jax.grad(lambda y: _sample_loss(model, y, args, ts, solver, adjoint))
