@@ -7,10 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from ._adjoint import ReversibleAdjoint
 from ._brownian import LawsonBrownianPath, ReverseSDE
 from ._custom_types import Args, RealScalarLike, Times, Y
 from ._lawson import LawsonVariables
-from ._reversible import AbstractInvertibleSolver, Princeps, Rex, noise_tableau
+from ._reversible import (
+    AbstractInvertibleSolver,
+    AbstractReversibleSolver,
+    Princeps,
+    Rex,
+    noise_tableau,
+)
 from ._schedules import AbstractSchedule
 from ._term import DiffusionTerm
 
@@ -239,6 +246,7 @@ def sample(
     key: PRNGKeyArray | None = None,
     tol: RealScalarLike | None = None,
     full_state: bool = False,
+    adjoint: diffrax.AbstractAdjoint | None = None,
 ) -> Y | ReversibleState:
     r"""Integrate from noise to data along the grid `ts` (t decreasing).
 
@@ -259,12 +267,21 @@ def sample(
     - `tol`: the Brownian tree's tolerance (SDE only; default: from the grid).
     - `full_state`: return a `ReversibleState` (solution and solver state) instead of the
         solution alone; `rexjax.invert` of it reconstructs the input exactly.
+    - `adjoint`: how to differentiate the solve. Default: `rexjax.ReversibleAdjoint()` (exact
+        gradients in O(1) memory) for reversible solvers, else
+        `diffrax.RecursiveCheckpointAdjoint()`. Pass `diffrax.DirectAdjoint()` for
+        forward-mode autodiff.
 
     **Returns:** the sample at `ts[-1]` (or its `ReversibleState`).
     """
     ts = check_grid(ts, term, solver).astype(_state_dtype(y))
     y0, state0 = _split_state(solver, term, y, ts, args)
     sde = _sde_term(term, solver, key, ts, y0, tol)
+    if adjoint is None:
+        if isinstance(solver, AbstractReversibleSolver):
+            adjoint = ReversibleAdjoint()
+        else:
+            adjoint = diffrax.RecursiveCheckpointAdjoint()
     sol = diffrax.diffeqsolve(
         sde,
         solver,
@@ -277,6 +294,7 @@ def sample(
         stepsize_controller=diffrax.StepTo(ts),
         saveat=diffrax.SaveAt(t1=True, solver_state=full_state),
         max_steps=ts.shape[0] - 1,
+        adjoint=adjoint,
     )
     y1 = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
     return ReversibleState(y1, sol.solver_state) if full_state else y1
