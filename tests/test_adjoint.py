@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import pytest
-from helpers import rel_err
 from jax.flatten_util import ravel_pytree
 
 import rexjax as rx
+from helpers import rel_err
 
 
 SCHEDULE = rx.VPSchedule.linear()
