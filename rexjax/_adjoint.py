@@ -279,9 +279,6 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
         return final_state, aux_stats
 
 
-ReversibleAdjoint.__init__.__doc__ = """**Arguments:** None"""
-
-
 def _forward(y__state__args__terms, *, init_state, **kwargs):
     from diffrax._integrate import loop  # noqa: PLC2701  (private: diffrax is pinned exactly)
 
