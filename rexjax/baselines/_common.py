@@ -3,7 +3,8 @@ r"""Shared pieces of the baseline samplers: the DDIM map and small pytree arithm
 All baselines are written with the DDIM map from $(t, x)$ to $t'$ given a noise prediction
 $\epsilon$:
 
-$D(x, \epsilon; t \to t') = \alpha' (x - \sigma\epsilon)/\alpha + \sigma'\epsilon = a x + b\epsilon$,
+$D(x, \epsilon; t \to t') = \alpha' (x - \sigma\epsilon)/\alpha + \sigma'\epsilon
+= a x + b\epsilon$,
 
 $a = \alpha'/\alpha$, $b = \alpha'(\bar\sigma' - \bar\sigma)$ with $\bar\sigma = \sigma/\alpha =
 e^{-\lambda}$. Both coefficients are computed from logarithms (and `expm1` for the difference),
