@@ -138,6 +138,7 @@ def test_belm_matches_paper_recursion():
     assert rel_err(rx.sample(term, BELM(), x[0], ts), x[-1]) < 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver, order", [(DDIM(), 1), (BELM(), 2), (DPMSolverPP(), 2)])
 def test_convergence_order(solver, order):
     # Against the exact probability-flow map of Gaussian data on log-SNR grids, slope over the
@@ -156,7 +157,17 @@ def test_convergence_order(solver, order):
     assert abs(slope - order) < 0.15, (slope, errs)
 
 
-@pytest.mark.parametrize("solver", [DDIM(), EDICT(), BDIA(), BELM(), DPMSolverPP()])
+@pytest.mark.parametrize(
+    "solver",
+    [
+        BDIA(),
+        DPMSolverPP(),
+        pytest.param(DDIM(), marks=pytest.mark.slow),
+        pytest.param(EDICT(), marks=pytest.mark.slow),
+        pytest.param(BELM(), marks=pytest.mark.slow),
+    ],
+    ids=lambda s: type(s).__name__,
+)
 def test_diffeqsolve_and_jit(solver):
     # The multistep methods carry their history in the solver state, so a plain diffeqsolve
     # with constant steps (and under jit) equals rexjax.sample on the same grid.
@@ -215,7 +226,7 @@ def test_dpmsolver_matches_diffusers_float64():
     # below. Sigmas recomputed in float64 from the same alphas_cumprod.
     torch = pytest.importorskip("torch")
     scheduler, term, ts, noise, ac = _diffusers_setup(20)
-    gmm_model = term.model
+    gmm_model = jax.jit(term.model)
     timesteps = scheduler.timesteps.numpy()
     sig = np.sqrt((1 - ac) / ac)
     scheduler.sigmas = torch.from_numpy(np.concatenate([sig[timesteps], sig[:1]]))
@@ -239,7 +250,7 @@ def test_dpmsolver_matches_diffusers_step_float32():
     # to float32 round-off accumulated over 20 steps (measured 2.7e-7 relative).
     torch = pytest.importorskip("torch")
     scheduler, term, ts, noise, _ = _diffusers_setup(20)
-    gmm_model = term.model
+    gmm_model = jax.jit(term.model)
     noise32, ts = noise.astype(jnp.float32), ts.astype(jnp.float32)
     x = torch.tensor(np.array(noise32))
     for t_disc, t in zip(scheduler.timesteps, ts[:-1], strict=True):
