@@ -1,5 +1,6 @@
 """rexjax: algebraically reversible exponential (Rex) solvers for diffusion models."""
 
+from . import baselines as baselines
 from ._gmm import GaussianMixture as GaussianMixture
 from ._inversion import (
     ReversibleState as ReversibleState,
