@@ -139,7 +139,9 @@ def test_belm_matches_paper_recursion():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("solver, order", [(DDIM(), 1), (BELM(), 2), (DPMSolverPP(), 2)])
+@pytest.mark.parametrize(
+    "solver, order", [(DDIM(), 1), (BELM(), 2), (DPMSolverPP(), 2), (BDIA(1.0), 2)]
+)
 def test_convergence_order(solver, order):
     # Against the exact probability-flow map of Gaussian data on log-SNR grids, slope over the
     # three finest grids. (EDICT is left out: with p = 0.93 its coupled sequences oscillate on
