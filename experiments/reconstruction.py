@@ -350,7 +350,7 @@ def check_against_public_api(log):
 # ----------------------------------------------------------------------------- study
 
 
-def run_model(name, log, rt_rows, nfe_rows, nfe=True):
+def run_model(name, log, rt_rows, nfe_rows, nfe=True, latent=True):
     methods = [*baseline_methods(), *rex_methods()]
     for dtype in DTYPES:
         term, x0, noise, label = make_problem(name, dtype)
@@ -358,7 +358,7 @@ def run_model(name, log, rt_rows, nfe_rows, nfe=True):
         dname = jnp.dtype(dtype).name
         log(f"\n== model {name}: {label}; {dname}; data shape {x0.shape}")
         t_start = time.time()
-        ref_latent = pf_reference(term64, x0, T_END, T_START)
+        ref_latent = pf_reference(term64, x0, T_END, T_START) if latent else None
         for mname, solver in methods:
             print(f"   {mname} ({time.time() - t_start:.0f} s)", flush=True)
             n_init, n_step = nfe_per_step(term, solver, x0, dtype)
@@ -373,7 +373,7 @@ def run_model(name, log, rt_rows, nfe_rows, nfe=True):
                         nfe=n_init + n * n_step,
                         rt_mse=mse(rec, x0),
                         rt_maxrel=rel(rec, x0),
-                        latent_rel=rel_rms(lat, ref_latent),
+                        latent_rel=rel_rms(lat, ref_latent) if latent else float("nan"),
                     )
                 )
         log(f"   round trips done in {time.time() - t_start:.0f} s")
@@ -505,6 +505,9 @@ def main():
     parser.add_argument("--steps", default=",".join(map(str, STEPS)))
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--no-nfe", action="store_true", help="skip the equal-NFE study")
+    parser.add_argument(
+        "--no-latent", action="store_true", help="skip the PF-ODE reference latent (costly)"
+    )
     args = parser.parse_args()
     STEPS = tuple(int(n) for n in args.steps.split(","))
     DTYPES = tuple(jnp.dtype(d).type for d in args.dtypes.split(","))
@@ -528,7 +531,7 @@ def main():
     check_against_public_api(log)
     rt_rows, nfe_rows = [], []
     for name in args.models.split(","):
-        run_model(name, log, rt_rows, nfe_rows, nfe=not args.no_nfe)
+        run_model(name, log, rt_rows, nfe_rows, nfe=not args.no_nfe, latent=not args.no_latent)
     print_tables(rt_rows, nfe_rows, log)
     verdicts(rt_rows, log)
     suffix = "_" + args.models.replace(",", "_")
