@@ -146,6 +146,7 @@ def test_convergence_order(solver, order):
     # Against the exact probability-flow map of Gaussian data on log-SNR grids, slope over the
     # three finest grids. (EDICT is left out: with p = 0.93 its coupled sequences oscillate on
     # coarse grids, errors 5.2, 0.41, 0.023, 0.014 here: no clean asymptotic rate.)
+    # Measured slopes: DDIM 0.98, O-BELM 2.00, DPM-Solver++(2M) 1.94, BDIA(gamma=1) 2.00.
     model = GaussianModel(SCHEDULE)
     term = model.term()
     noise = jax.random.normal(jax.random.key(6), (8, 4))
