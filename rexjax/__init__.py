@@ -1,5 +1,6 @@
 """rexjax: algebraically reversible exponential (Rex) solvers for diffusion models."""
 
+from . import baselines as baselines
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
 from ._brownian import LawsonBrownianPath as LawsonBrownianPath, ReverseSDE as ReverseSDE
 from ._gmm import GaussianMixture as GaussianMixture
