@@ -78,11 +78,15 @@ def reference_solution(term, y0, t0, t1):
     ).ys[-1]
 
 
-@eqx.filter_jit
 def solve_padded(term, solver, y0, ts):
     """Step `solver` along `ts`, skipping zero-length steps: grids of several sizes padded with
     their final time to one length share one compilation."""
-    state = solver.init(term, ts[0], ts[-1], y0, None)
+    return step_padded(term, solver, y0, solver.init(term, ts[0], ts[-1], y0, None), ts)[0]
+
+
+@eqx.filter_jit
+def step_padded(term, solver, y0, state, ts):
+    """`solve_padded` from a given solver state; returns `(y1, state1)`."""
 
     def body(carry, times):
         def step(carry):
@@ -92,9 +96,25 @@ def solve_padded(term, solver, y0, ts):
 
         return jax.lax.cond(times[0] == times[1], lambda c: c, step, carry), None
 
-    (y, _), _ = jax.lax.scan(body, (y0, state), (ts[:-1], ts[1:]))
-    return y
+    return jax.lax.scan(body, (y0, state), (ts[:-1], ts[1:]))[0]
 
 
 def pad_grid(ts, length):
     return jnp.concatenate([ts, jnp.full(length - ts.shape[0], ts[-1])])
+
+
+@eqx.filter_jit
+def invert_padded(term, solver, y1, state1, ts):
+    """`backward_step` along `ts` from its end to its start, skipping zero-length steps (the
+    inverse of `solve_padded` with a full state); returns `(y0, state0)`."""
+
+    def body(carry, times):
+        def back(carry):
+            y, st = carry
+            y, _, st, _ = solver.backward_step(term, times[0], times[1], y, None, None, st, False)
+            return y, st
+
+        return jax.lax.cond(times[0] == times[1], lambda c: c, back, carry), None
+
+    (y, st), _ = jax.lax.scan(body, (y1, state1), (ts[:-1], ts[1:]), reverse=True)
+    return y, st
