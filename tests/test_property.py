@@ -16,7 +16,9 @@ BASES = tuple(b for b in ODE_BASES if not isinstance(b, diffrax.Dopri8))  # comp
 
 
 MAX_STEPS = 40
-COUPLINGS = (0.8, 0.9, 0.99, 0.999, 1.0)  # few values: each is a separate compilation
+# Few values (each is a separate compilation), >= 0.9: the backward pass amplifies round-off by
+# up to 1/coupling a step, 1.25^40 ~ 7.5e3 at 0.8 over 40 steps (see experiments/stability.py).
+COUPLINGS = (0.9, 0.99, 0.999, 1.0)
 
 
 @st.composite
@@ -61,7 +63,7 @@ def test_data_prediction_round_trip_at_the_floor(ts, coupling, base, float32, se
     error = _round_trip(ts, coupling, base, "data", dtype, seed)
     # Random grids include a few huge steps (e.g. t = 1 -> 0.26 -> 1e-3), where every backward
     # step divides by a tiny ratio sigma(t_{n+1})/sigma(t_n): measured up to ~2e3 eps there,
-    # ~10 eps on 10-50 step log-SNR grids.
+    # ~10 eps on 10-50 step log-SNR grids; 160 random cases gave at most 540 eps.
     assert error <= 1e4 * float(jnp.finfo(dtype).eps), error
 
 
