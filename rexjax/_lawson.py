@@ -53,6 +53,7 @@ from ._custom_types import Args, RealScalarLike, Y
 from ._schedules import AbstractSchedule
 from ._tableaus import ExplicitTableau
 from ._term import DiffusionTerm
+from ._tree import add as _add, scale as _scale
 
 
 Prediction = Literal["data", "noise"]
@@ -168,14 +169,6 @@ def _weighted_sum(weights: np.ndarray, ks: list) -> Y | None:
     for w, k in terms[1:]:
         out = jtu.tree_map(lambda o, x, w=w: o + w * x, out, k)
     return out
-
-
-def _scale(a: Array, tree: Y) -> Y:
-    return jtu.tree_map(lambda x: a.astype(x.dtype) * x, tree)
-
-
-def _add(x: Y, y: Y) -> Y:
-    return jtu.tree_map(jnp.add, x, y)
 
 
 def lawson_increment(

@@ -17,6 +17,7 @@ from ._custom_types import Args, RealScalarLike, Y
 from ._lawson import LawsonNoise, LawsonVariables, NoiseTableau, Prediction, lawson_increment
 from ._tableaus import EULER_TABLEAU, ExplicitTableau
 from ._term import DiffusionTerm
+from ._tree import lin as _lin, scale as _scale
 
 
 _PREDICTIONS = ("data", "noise")
@@ -173,14 +174,6 @@ def _finite(tree: Y, where: str) -> Y:
         "for some input, or the grid reaches a time where the schedule is singular (sigma=0 "
         "for data prediction, alpha=0 for noise prediction).",
     )
-
-
-def _scale(a, tree: Y) -> Y:
-    return jtu.tree_map(lambda x: a.astype(x.dtype) * x, tree)
-
-
-def _lin(a, x: Y, b, y: Y) -> Y:
-    return jtu.tree_map(lambda xi, yi: a.astype(xi.dtype) * xi + b.astype(yi.dtype) * yi, x, y)
 
 
 class Princeps(diffrax.AbstractStratonovichSolver):

@@ -10,15 +10,11 @@ from jaxtyping import Array
 
 from ._custom_types import Args, RealScalarLike, Y
 from ._schedules import AbstractSchedule
+from ._tree import lin as _lin
 
 
 ModelType = Literal["noise", "data", "velocity", "flow"]
 _MODEL_TYPES = get_args(ModelType)
-
-
-def _combine(a, x, b, y):
-    """The pytree `a x + b y` for scalars `a`, `b` (cast to each leaf's dtype)."""
-    return jtu.tree_map(lambda xi, yi: a.astype(xi.dtype) * xi + b.astype(yi.dtype) * yi, x, y)
 
 
 class DiffusionTerm(diffrax.AbstractTerm):
@@ -72,20 +68,20 @@ class DiffusionTerm(diffrax.AbstractTerm):
         if self.model_type in ("noise", "data"):
             # x = alpha x0 + sigma eps, solved for the other one.
             if want == "data":  # from noise
-                return _combine(1 / alpha, y, -sigma / alpha, out)
-            return _combine(1 / sigma, y, -alpha / sigma, out)
+                return _lin(1 / alpha, y, -sigma / alpha, out)
+            return _lin(1 / sigma, y, -alpha / sigma, out)
         if self.model_type == "velocity":
             # [x; v] = [[alpha, sigma], [-sigma, alpha]] [x0; eps].
             det = alpha**2 + sigma**2
             if want == "data":
-                return _combine(alpha / det, y, -sigma / det, out)
-            return _combine(sigma / det, y, alpha / det, out)
+                return _lin(alpha / det, y, -sigma / det, out)
+            return _lin(sigma / det, y, alpha / det, out)
         # "flow": [x; u] = [[alpha, sigma], [alpha', sigma']] [x0; eps].
         dalpha, dsigma = self.schedule.derivatives(t)
         det = alpha * dsigma - sigma * dalpha
         if want == "data":
-            return _combine(dsigma / det, y, -sigma / det, out)
-        return _combine(-dalpha / det, y, alpha / det, out)
+            return _lin(dsigma / det, y, -sigma / det, out)
+        return _lin(-dalpha / det, y, alpha / det, out)
 
     def data(self, t: RealScalarLike, y: Y, args: Args) -> Y:
         r"""The data prediction $\hat x_0(t, y)$."""
@@ -103,11 +99,11 @@ class DiffusionTerm(diffrax.AbstractTerm):
             # x0 = (x - sigma eps)/alpha: dx/dt = (a'/a) x + (s' - a' s/a) eps (a=alpha, s=sigma)
             alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
             eps = self.model(t, y, args)
-            return _combine(dalpha / alpha, y, dsigma - dalpha * sigma / alpha, eps)
+            return _lin(dalpha / alpha, y, dsigma - dalpha * sigma / alpha, eps)
         x0 = self.data(t, y, args)
         alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
         # eps = (x - alpha x0)/sigma: dx/dt = (sigma'/sigma) x + (alpha' - sigma' alpha/sigma) x0
-        return _combine(dsigma / sigma, y, dalpha - dsigma * alpha / sigma, x0)
+        return _lin(dsigma / sigma, y, dalpha - dsigma * alpha / sigma, x0)
 
     def contr(self, t0: RealScalarLike, t1: RealScalarLike, **kwargs) -> Array:
         return jnp.asarray(t1) - jnp.asarray(t0)
