@@ -64,6 +64,28 @@ def _call_attention(module, attn: AttnKind, h: Array, context: Array | None) -> 
     return module(h)
 
 
+def _resnet_attention_layer(block, i: int, h: Array, temb, context) -> Array:
+    """Layer `i` of a down or up block: a resnet (`resnets_i`), then the block's attention
+    (`attentions_i`) if it has one. Called inside the block's compact `__call__`."""
+    o = block.options
+    h = ResnetBlock2D(
+        block.out_channels,
+        o.groups,
+        o.eps,
+        o.act,
+        o.dtype,
+        o.use_temb,
+        o.resnet_scale,
+        name=f"resnets_{i}",
+    )(h, temb)
+    if block.attn is not None:
+        module = _attention(
+            o, block.attn, block.heads_or_dim, block.transformer_layers, f"attentions_{i}"
+        )
+        h = _call_attention(module, block.attn, h, context)
+    return h
+
+
 class DownBlock(nn.Module):
     """`num_layers` resnets (each optionally followed by attention), then an optional
     strided-conv downsample. Returns the output and every intermediate for the skips.
@@ -86,21 +108,7 @@ class DownBlock(nn.Module):
         o = self.options
         skips = []
         for i in range(self.num_layers):
-            h = ResnetBlock2D(
-                self.out_channels,
-                o.groups,
-                o.eps,
-                o.act,
-                o.dtype,
-                o.use_temb,
-                o.resnet_scale,
-                name=f"resnets_{i}",
-            )(h, temb)
-            if self.attn is not None:
-                module = _attention(
-                    o, self.attn, self.heads_or_dim, self.transformer_layers, f"attentions_{i}"
-                )
-                h = _call_attention(module, self.attn, h, context)
+            h = _resnet_attention_layer(self, i, h, temb, context)
             skips.append(h)
         if self.add_downsample:
             h = Downsample2D(
@@ -181,21 +189,7 @@ class UpBlock(nn.Module):
         for i in range(self.num_layers):
             if skips is not None:
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
-            h = ResnetBlock2D(
-                self.out_channels,
-                o.groups,
-                o.eps,
-                o.act,
-                o.dtype,
-                o.use_temb,
-                o.resnet_scale,
-                name=f"resnets_{i}",
-            )(h, temb)
-            if self.attn is not None:
-                module = _attention(
-                    o, self.attn, self.heads_or_dim, self.transformer_layers, f"attentions_{i}"
-                )
-                h = _call_attention(module, self.attn, h, context)
+            h = _resnet_attention_layer(self, i, h, temb, context)
         if self.add_upsample:
             h = Upsample2D(self.out_channels, o.dtype, name="upsamplers_0")(h)
         return h
