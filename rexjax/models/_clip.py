@@ -229,7 +229,8 @@ def load_text_encoder(
     **Arguments:**
 
     - `folder`: a folder written by `save_pretrained` (`config.json` + `model.safetensors`).
-    - `dtype`: parameter and compute dtype: float32, bfloat16 or float16.
+    - `dtype`: parameter and compute dtype: float32, bfloat16, float16, or float64 (needs
+        `jax_enable_x64`; for round-off studies).
     - `variant`: a weight-file variant such as `"fp16"`.
 
     **Returns:**

@@ -94,7 +94,8 @@ def attention(
     """Multi-head scaled dot-product attention through `jax.nn.dot_product_attention`.
 
     The backend picks a fused kernel where it has one (cuDNN on GPU); the scale is
-    `head_dim ** -0.5` and the logits and softmax are float32 whatever the input dtype.
+    `head_dim ** -0.5` and the logits and softmax are float32 for float32 and lower-precision
+    inputs; float64 inputs are computed entirely in float64.
     """
     b, tq, d = q.shape
     tk = k.shape[1]
@@ -106,13 +107,17 @@ def attention(
         # XLA:CPU has no float16 dot with float32 accumulation (which the attention uses),
         # so on CPU float16 attention runs in float32.
         q, k, v = (a.astype(jnp.float32) for a in (q, k, v))
-    out = jax.nn.dot_product_attention(
-        q.reshape(b, tq, heads, hd),
-        k.reshape(b, tk, heads, hd),
-        v.reshape(b, tk, heads, hd),
-        scale=1.0 / math.sqrt(hd),
-        is_causal=is_causal,
-    )
+    q, k, v = q.reshape(b, tq, heads, hd), k.reshape(b, tk, heads, hd), v.reshape(b, tk, heads, hd)
+    scale = 1.0 / math.sqrt(hd)
+    if dtype == jnp.float64:
+        # jax.nn.dot_product_attention accumulates the logits in float32 whatever the input
+        # (7e-8 relative error in float64), so float64 (round-off studies) is written out.
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
+        if is_causal:
+            logits = jnp.where(jnp.tril(jnp.ones((tq, tk), bool)), logits, -jnp.inf)
+        out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+    else:
+        out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=is_causal)
     return out.reshape(b, tq, d).astype(dtype)
 
 

@@ -29,7 +29,7 @@ def load_pipeline(folder: str | Path, dtype: Any = jnp.float32) -> Pipeline:
     **Arguments:**
 
     - `folder`: the pipeline folder.
-    - `dtype`: dtype of the three networks (float32, bfloat16 or float16).
+    - `dtype`: dtype of the three networks (float32, bfloat16, float16 or float64).
 
     **Returns:**
 

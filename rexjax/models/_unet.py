@@ -103,7 +103,8 @@ def load_unet(folder: str | Path, dtype: Any = jnp.float32, variant: str | None 
 
     - `folder`: a folder written by diffusers' `save_pretrained` (`config.json` plus
         `diffusion_pytorch_model.safetensors`), or a pipeline folder with a `unet/` subfolder.
-    - `dtype`: parameter and compute dtype: float32, bfloat16 or float16.
+    - `dtype`: parameter and compute dtype: float32, bfloat16, float16, or float64 (needs
+        `jax_enable_x64`; for round-off studies).
     - `variant`: a weight-file variant such as `"fp16"` (`diffusion_pytorch_model.fp16.*`).
 
     **Returns:**

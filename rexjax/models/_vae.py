@@ -251,7 +251,8 @@ def load_vae(folder: str | Path, dtype: Any = jnp.float32, variant: str | None =
     **Arguments:**
 
     - `folder`: a folder written by `save_pretrained`, or a pipeline folder with `vae/`.
-    - `dtype`: parameter and compute dtype: float32, bfloat16 or float16.
+    - `dtype`: parameter and compute dtype: float32, bfloat16, float16, or float64 (needs
+        `jax_enable_x64`; for round-off studies).
     - `variant`: a weight-file variant such as `"fp16"`.
 
     **Returns:**

@@ -201,10 +201,15 @@ def test_bad_unet2d_condition_config_named(key, value):
 
 
 def test_bad_dtype_and_class():
-    with pytest.raises(ValueError, match="float64"):
-        rm.build_unet_module(SD15_UNET_CONFIG, dtype="float64")
+    with pytest.raises(ValueError, match="int32"):
+        rm.build_unet_module(SD15_UNET_CONFIG, dtype="int32")
     with pytest.raises(ValueError, match="UNet3DConditionModel"):
         rm.build_unet_module({**SD15_UNET_CONFIG, "_class_name": "UNet3DConditionModel"})
+
+
+def test_float64_needs_x64():
+    with jax.enable_x64(False), pytest.raises(ValueError, match="jax_enable_x64"):
+        rm.build_unet_module(SD15_UNET_CONFIG, dtype="float64")
 
 
 def test_pipeline_folder_and_variant(unet_folder, tmp_path):
