@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 
 # A diverging method (e.g. BDIA with gamma < 1 inverted over many steps) must not abort the
@@ -45,11 +46,13 @@ import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from jaxtyping import Array  # noqa: E402
 
 
 jax.config.update("jax_enable_x64", True)
 
 import rexjax as rx  # noqa: E402
+import rexjax.models as rm  # noqa: E402
 from rexjax.baselines import BDIA, BELM, DDIM, EDICT, DPMSolverPP  # noqa: E402
 
 
@@ -64,14 +67,20 @@ MAX_STEPS = 200  # grids are padded to this length: one compilation per method f
 # ----------------------------------------------------------------------------- methods
 
 
+class Method(NamedTuple):
+    name: str
+    solver: diffrax.AbstractSolver
+    sde: bool = False  # the reverse SDE, its Brownian path replayed from a key
+
+
 def baseline_methods():
     return [
-        ("DDIM (naive inv.)", DDIM()),
-        ("DPM-Solver++(2M) (naive inv.)", DPMSolverPP()),
-        ("EDICT p=0.93", EDICT(0.93)),
-        ("BDIA g=1", BDIA(1.0)),
-        ("BDIA g=0.5", BDIA(0.5)),
-        ("O-BELM", BELM()),
+        Method("DDIM (naive inv.)", DDIM()),
+        Method("DPM-Solver++(2M) (naive inv.)", DPMSolverPP()),
+        Method("EDICT p=0.93", EDICT(0.93)),
+        Method("BDIA g=1", BDIA(1.0)),
+        Method("BDIA g=0.5", BDIA(0.5)),
+        Method("O-BELM", BELM()),
     ]
 
 
@@ -84,138 +93,130 @@ def rex_methods():
     ]
     # Cheapest first, so that a run cut short still covers every base at low order.
     return [
-        (f"Rex {name} {pred}", rx.Rex(base, pred, 0.999))
+        Method(f"Rex {name} {pred}", rx.Rex(base, pred, 0.999))
         for name, base in bases
         for pred in ("data", "noise")
     ]
 
 
+def sde_methods():
+    """Rex on the reverse SDE. Noise prediction is stable there only for coupling
+    <= exp(-2 dlambda) (see `rexjax.reverse_sde`), so its coupling is set per grid
+    (`grid_solver`); data prediction keeps 0.999."""
+    bases = [("EM", diffrax.Euler()), ("ShARK", diffrax.ShARK())]
+    return [
+        Method(f"Rex {name} {pred} SDE", rx.Rex(base, pred, 0.999), sde=True)
+        for name, base in bases
+        for pred in ("data", "noise")
+    ]
+
+
+METHOD_SETS = {"baselines": baseline_methods, "rex": rex_methods, "sde": sde_methods}
+
+
+def grid_solver(method, schedule, n, dtype):
+    """The solver for an `n`-step grid: for Rex on the noise-prediction SDE, the largest
+    stable coupling (two decimals, at most 0.999), as an array so that one compilation
+    serves every grid."""
+    solver = method.solver
+    if not (method.sde and solver.prediction == "noise"):
+        return solver
+    dlam = abs(float(schedule.log_snr(T_END) - schedule.log_snr(T_START))) / n
+    coupling = min(0.999, np.floor(100 * np.exp(-2 * dlam)) / 100)
+    return eqx.tree_at(lambda s: s.coupling, solver, jnp.asarray(coupling, dtype))
+
+
 # ----------------------------------------------------------------------------- models
 
 
-def _timestep_embedding(t, dim):
-    half = dim // 2
-    freqs = jnp.exp(-float(np.log(10000.0)) * jnp.arange(half, dtype=t.dtype) / half)
-    args = 1000 * t * freqs
-    return jnp.concatenate([jnp.cos(args), jnp.sin(args)])
-
-
-class _SelfAttention(eqx.Module):
-    norm: eqx.nn.GroupNorm
-    qkv: eqx.nn.Conv2d
-    out: eqx.nn.Conv2d
-
-    def __init__(self, channels, key):
-        k1, k2 = jax.random.split(key)
-        self.norm = eqx.nn.GroupNorm(8, channels)
-        self.qkv = eqx.nn.Conv2d(channels, 3 * channels, 1, key=k1)
-        self.out = eqx.nn.Conv2d(channels, channels, 1, key=k2)
-
-    def __call__(self, x):
-        c, h, w = x.shape
-        q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(3 * c, h * w), 3)
-        att = jax.nn.softmax(q.T @ k / float(np.sqrt(c)), axis=-1)
-        return x + self.out((v @ att.T).reshape(c, h, w))
-
-
-class _ResBlock(eqx.Module):
-    norm1: eqx.nn.GroupNorm
-    conv1: eqx.nn.Conv2d
-    temb: eqx.nn.Linear
-    norm2: eqx.nn.GroupNorm
-    conv2: eqx.nn.Conv2d
-    skip: eqx.nn.Conv2d | None
-
-    def __init__(self, c_in, c_out, t_dim, key):
-        k1, k2, k3, k4 = jax.random.split(key, 4)
-        self.norm1 = eqx.nn.GroupNorm(min(8, c_in), c_in)
-        self.conv1 = eqx.nn.Conv2d(c_in, c_out, 3, padding=1, key=k1)
-        self.temb = eqx.nn.Linear(t_dim, c_out, key=k2)
-        self.norm2 = eqx.nn.GroupNorm(8, c_out)
-        self.conv2 = eqx.nn.Conv2d(c_out, c_out, 3, padding=1, key=k3)
-        self.skip = None if c_in == c_out else eqx.nn.Conv2d(c_in, c_out, 1, key=k4)
-
-    def __call__(self, x, emb):
-        h = self.conv1(jax.nn.silu(self.norm1(x)))
-        h = h + self.temb(jax.nn.silu(emb))[:, None, None]
-        h = self.conv2(jax.nn.silu(self.norm2(h)))
-        return h + (x if self.skip is None else self.skip(x))
-
-
-class RandomUNet(eqx.Module):
-    """A two-level U-Net (ResNet blocks with GroupNorm and SiLU, sinusoidal time embedding,
-    optional self-attention at the low resolution) with random weights, predicting noise for
-    a batch `(b, c, h, w)`. A stand-in for diffusers' `UNet2DModel` / the SD 1.5 UNet."""
-
-    t_dim: int = eqx.field(static=True)
-    temb: eqx.nn.MLP
-    conv_in: eqx.nn.Conv2d
-    down: _ResBlock
-    downsample: eqx.nn.Conv2d
-    mid: _ResBlock
-    attn: _SelfAttention | None
-    up: eqx.nn.ConvTranspose2d
-    up_block: _ResBlock
-    norm_out: eqx.nn.GroupNorm
-    conv_out: eqx.nn.Conv2d
-
-    def __init__(self, channels, width, attention, key):
-        keys = jax.random.split(key, 9)
-        self.t_dim = width
-        self.temb = eqx.nn.MLP(width, width, width, 1, activation=jax.nn.silu, key=keys[0])
-        self.conv_in = eqx.nn.Conv2d(channels, width, 3, padding=1, key=keys[1])
-        self.down = _ResBlock(width, width, width, keys[2])
-        self.downsample = eqx.nn.Conv2d(width, width, 3, stride=2, padding=1, key=keys[3])
-        self.mid = _ResBlock(width, 2 * width, width, keys[4])
-        self.attn = _SelfAttention(2 * width, keys[5]) if attention else None
-        self.up = eqx.nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, key=keys[6])
-        self.up_block = _ResBlock(2 * width, width, width, keys[7])
-        self.norm_out = eqx.nn.GroupNorm(8, width)
-        self.conv_out = eqx.nn.Conv2d(width, channels, 3, padding=1, key=keys[8])
-
-    def _single(self, t, x):
-        emb = self.temb(_timestep_embedding(t.astype(x.dtype), self.t_dim))
-        h0 = self.down(self.conv_in(x), emb)
-        h = self.mid(self.downsample(h0), emb)
-        if self.attn is not None:
-            h = self.attn(h)
-        h = self.up_block(jnp.concatenate([self.up(h), h0]), emb)
-        return self.conv_out(jax.nn.silu(self.norm_out(h)))
-
-    def __call__(self, t, x, args=None):
-        t = jnp.asarray(t)
-        return jax.vmap(lambda xi: self._single(t, xi))(x)
-
-
-def cast_floats(tree, dtype):
-    return jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+# google/ddpm-cifar10-32's layout (attention at 16x16, no sin/cos flip, shift 1) at reduced
+# width (32/64/64 channels, one ResNet per level: 1.1M parameters) for CPU time; its DDPM
+# scheduler.
+DDPM_UNET = dict(
+    _class_name="UNet2DModel",
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=1,
+    block_out_channels=(32, 64, 64),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+    attention_head_dim=None,
+    downsample_padding=0,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+    norm_eps=1e-6,
+)
+DDPM_SCHEDULER = dict(
+    beta_schedule="linear", beta_start=1e-4, beta_end=0.02, num_train_timesteps=1000
+)
+# The SD 1.5 `unet/config.json` (859,520,964 parameters) and scheduler.
+SD15_UNET = dict(
+    _class_name="UNet2DConditionModel",
+    act_fn="silu",
+    attention_head_dim=8,
+    block_out_channels=(320, 640, 1280, 1280),
+    cross_attention_dim=768,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    sample_size=64,
+)
+SD_SCHEDULER = dict(
+    beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000
+)
+UNET_MODELS = {
+    "ddpm": (DDPM_UNET, DDPM_SCHEDULER, (3, 32, 32)),
+    # SD 1.5's architecture (blocks, 8 heads, transformer depth, 77x768 text context) with
+    # every width / 10 (32/64/128/128 channels, 2.6M parameters), for the full sweep on CPU.
+    "sd": ({**SD15_UNET, "block_out_channels": (32, 64, 128, 128)}, SD_SCHEDULER, (4, 32, 32)),
+    # The full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores at batch 1).
+    "sd-full": (SD15_UNET, SD_SCHEDULER, (4, 32, 32)),
+}
 
 
 def make_unet_model(kind, dtype, key=None):
-    """A random-weight noise-prediction network: `(model, shape, schedule, label)`.
-
-    `kind="ddpm"`: stand-in for a small diffusers `UNet2DModel` on 3x32x32 images (DDPM
-    linear schedule); `kind="sd"`: stand-in for the SD 1.5 UNet on 4x32x32 latents (wider,
-    with attention; SD's scaled-linear schedule). To use the Flax ports of `rexjax.models`,
-    return them here (same call signature `model(t, x, args)` on a batch).
-    """
+    """A random-weight diffusers UNet (the Flax port, `rexjax.models.random_unet`) with its
+    discrete training schedule as a `DiffusionTerm` (noise prediction, `t -> tN - 1`), its
+    conditioning `args` (random 77x768 text embeddings for the SD UNets, else `None`), the
+    data shape and a label."""
+    config, scheduler, shape = UNET_MODELS[kind]
     key = jax.random.key(0) if key is None else key
-    if kind == "ddpm":
-        net = RandomUNet(3, 32, attention=False, key=key)
-        shape, schedule = (3, 32, 32), rx.VPSchedule.linear(0.1, 20.0)
-        label = "random UNet stand-in (equinox U-Net, 3x32x32, DDPM linear schedule)"
-    elif kind == "sd":
-        net = RandomUNet(4, 64, attention=True, key=key)
-        shape, schedule = (4, 32, 32), rx.VPSchedule.scaled_linear(0.00085, 0.012)
-        label = "random SD-like UNet stand-in (equinox U-Net + attention, 4x32x32 latents)"
-    else:
-        raise ValueError(f"Unknown kind {kind!r}; use 'ddpm' or 'sd'.")
-    return cast_floats(net, dtype), shape, schedule, label
+    unet = rm.random_unet(config, key, dtype)
+    term = rm.diffusion_term(unet, scheduler)
+    n_params = sum(p.size for p in jax.tree_util.tree_leaves(unet.params))
+    args = None
+    if unet.conditional:
+        args = jax.random.normal(jax.random.key(7), (BATCH, 77, config["cross_attention_dim"]))
+        args = args.astype(dtype)
+    label = (
+        f"random-weight {config['_class_name']} (Flax port, {n_params:,} parameters, "
+        f"widths {config['block_out_channels']}), {'x'.join(map(str, shape))}, "
+        f"discrete {scheduler['beta_schedule']} schedule"
+    )
+    return term, args, shape, label
+
+
+class Problem(NamedTuple):
+    term: rx.DiffusionTerm
+    args: Any  # the model's conditioning
+    x0: Array  # the data
+    noise: Array  # for the equal-NFE sampling study
+    label: str
 
 
 def make_problem(name, dtype):
-    """`(term, x0, noise, label)` for model `name` in `dtype`."""
+    """The `Problem` for model `name` in `dtype` (the same data and noise in every dtype)."""
     key_data, key_noise = jax.random.split(jax.random.key(42))
+    args = None
     if name == "gmm":
         schedule = rx.VPSchedule.linear(0.1, 20.0)
         gmm = rx.GaussianMixture.default(schedule)
@@ -223,25 +224,26 @@ def make_problem(name, dtype):
         def model(t, x, args):
             return jax.vmap(lambda xi: gmm(t, xi))(x)
 
-        x0 = gmm.sample_data(key_data, 32, dtype=dtype)
+        term = rx.DiffusionTerm(model, schedule, "noise")
+        x0 = gmm.sample_data(key_data, 32, dtype=jnp.float64).astype(dtype)
         label = "analytic Gaussian mixture (16-d, 6 components, exact noise prediction)"
     else:
-        model, shape, schedule, label = make_unet_model(name, dtype)
-        x0 = jax.random.uniform(key_data, (BATCH, *shape), dtype, -1.0, 1.0)
-    noise = jax.random.normal(key_noise, x0.shape, dtype)
-    return rx.DiffusionTerm(model, schedule, "noise"), x0, noise, label
+        term, args, shape, label = make_unet_model(name, dtype)
+        x0 = jax.random.uniform(key_data, (BATCH, *shape), jnp.float64, -1.0, 1.0).astype(dtype)
+    noise = jax.random.normal(key_noise, x0.shape, jnp.float64).astype(dtype)
+    return Problem(term, args, x0, noise, label)
 
 
 # ----------------------------------------------------------------------------- runners
 
 
 @eqx.filter_jit
-def forward(term, solver, y, state, ts, n):
+def forward(term, solver, y, state, ts, n, args):
     """`n` steps of `solver.step` along the padded decreasing grid `ts` (as `rexjax.sample`)."""
 
     def body(carry):
         i, y, state = carry
-        y1, _, _, state1, _ = solver.step(term, ts[i], ts[i + 1], y, None, state, False)
+        y1, _, _, state1, _ = solver.step(term, ts[i], ts[i + 1], y, args, state, False)
         return i + 1, y1, state1
 
     _, y, state = jax.lax.while_loop(lambda c: c[0] < n, body, (0, y, state))
@@ -249,12 +251,12 @@ def forward(term, solver, y, state, ts, n):
 
 
 @eqx.filter_jit
-def backward(term, solver, y, state, ts, n):
+def backward(term, solver, y, state, ts, n, args):
     """`n` backward steps from `ts[n]` to `ts[0]` (as `rexjax.invert`)."""
 
     def body(carry):
         i, y, state = carry
-        y0, _, state0, _ = solver.backward_step(term, ts[i], ts[i + 1], y, None, None, state, False)
+        y0, _, state0, _ = solver.backward_step(term, ts[i], ts[i + 1], y, args, None, state, False)
         return i - 1, y0, state0
 
     _, y, state = jax.lax.while_loop(lambda c: c[0] >= 0, body, (n - 1, y, state))
@@ -268,48 +270,99 @@ def padded_grid(schedule, n, dtype):
     return jnp.asarray(out, dtype)
 
 
-def round_trip(term, solver, x0, n, dtype):
-    ts = padded_grid(term.schedule, n, dtype)
-    state = solver.init(term, ts[n], ts[0], x0, None)
-    lat, lat_state = backward(term, solver, x0, state, ts, n)
-    rec, _ = forward(term, solver, lat, lat_state, ts, n)
+def drift(problem, method, n, dtype):
+    """The diffrax term to integrate: the PF-ODE, or the reverse SDE of `n` steps (one
+    Brownian path, the same for `invert` and `sample`, as `rexjax.invert/sample(key=)`)."""
+    if not method.sde:
+        return problem.term
+    ts = rx.log_snr_grid(problem.term.schedule, T_START, T_END, n).astype(dtype)
+    solver = grid_solver(method, problem.term.schedule, n, dtype)
+    return rx.reverse_sde(problem.term, solver, jax.random.key(3), ts, problem.x0)
+
+
+def round_trip(problem, method, n, dtype):
+    term, solver = (
+        drift(problem, method, n, dtype),
+        grid_solver(method, problem.term.schedule, n, dtype),
+    )
+    ts = padded_grid(problem.term.schedule, n, dtype)
+    state = solver.init(term, ts[n], ts[0], problem.x0, problem.args)
+    lat, lat_state = backward(term, solver, problem.x0, state, ts, n, problem.args)
+    rec, _ = forward(term, solver, lat, lat_state, ts, n, problem.args)
     return lat, rec
 
 
-def sample_from_noise(term, solver, noise, n, dtype):
-    ts = padded_grid(term.schedule, n, dtype)
-    state = solver.init(term, ts[0], ts[n], noise, None)
-    return forward(term, solver, noise, state, ts, n)[0]
+def sample_from_noise(problem, solver, n, dtype):
+    ts = padded_grid(problem.term.schedule, n, dtype)
+    state = solver.init(problem.term, ts[0], ts[n], problem.noise, problem.args)
+    return forward(problem.term, solver, problem.noise, state, ts, n, problem.args)[0]
 
 
-def pf_reference(term, y, t0, t1):
-    """The probability-flow ODE solved accurately (float64, adaptive Dopri8)."""
-    sol = diffrax.diffeqsolve(
-        term,
-        diffrax.Dopri8(),
-        t0=t0,
-        t1=t1,
-        dt0=(t1 - t0) * 1e-3,
-        y0=y.astype(jnp.float64),
-        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
-        max_steps=100_000,
-    )
-    return sol.ys[-1]
+def pf_reference(problem64, y, t0, t1):
+    """The probability-flow ODE solved accurately in float64: `(solution, error estimate,
+    description)`.
+
+    - Continuous schedule (the mixture): adaptive Dopri8, rtol = atol = 1e-10.
+    - Discrete schedule (the UNets): log(alpha) is interpolated linearly between the training
+      timesteps, so the drift has kinks in t, and the random networks make the ODE stiff;
+      adaptive Dopri8 needed more than 10 minutes there. Instead Princeps(Tsit5, noise) (an
+      exponential integrator, exact on the linear part) on a 1000-step log-SNR grid; its error
+      is estimated against the 500-step solution.
+    """
+    term, args = problem64.term, problem64.args
+    y = y.astype(jnp.float64)
+    if not isinstance(term.schedule, rx.DiscreteVPSchedule):
+        sol = diffrax.diffeqsolve(
+            term,
+            diffrax.Dopri8(),
+            t0=t0,
+            t1=t1,
+            dt0=(t1 - t0) * 1e-3,
+            y0=y,
+            args=args,
+            stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
+            max_steps=100_000,
+        )
+        return sol.ys[-1], 1e-10, f"adaptive Dopri8 ({int(sol.stats['num_steps'])} steps)"
+    solver = rx.Princeps(diffrax.Tsit5(), "noise")
+    out = []
+    for n in (500, 1000):
+        ts = rx.log_snr_grid(term.schedule, max(t0, t1), min(t0, t1), n)
+        if t0 < t1:  # inversion: integrate the same grid backwards in time
+            sol = diffrax.diffeqsolve(
+                term,
+                solver,
+                t0=ts[-1],
+                t1=ts[0],
+                dt0=None,
+                y0=y,
+                args=args,
+                stepsize_controller=diffrax.StepTo(ts[::-1]),
+                max_steps=n,
+            )
+            out.append(sol.ys[-1])
+        else:
+            out.append(rx.sample(term, solver, y, ts, args))
+    return out[1], rel_rms(out[0], out[1]), "Princeps(Tsit5, noise), 1000 log-SNR steps"
 
 
-def nfe_per_step(term, solver, y, dtype):
-    """(model evaluations in `init`, per `step`), counted on one eager step."""
+def nfe_per_step(problem, method, dtype):
+    """(model evaluations in `init`, per `step`), counted while tracing one step."""
     calls = [0]
+    term = problem.term
 
     def counting(t, x, args):
         calls[0] += 1
         return term.model(t, x, args)
 
-    cterm = rx.DiffusionTerm(counting, term.schedule, term.model_type)
-    ts = jnp.asarray([T_START, 0.5], dtype)
-    state = solver.init(cterm, ts[0], ts[1], y, None)
+    problem = problem._replace(term=rx.DiffusionTerm(counting, term.schedule, term.model_type))
+    cterm = drift(problem, method, 1, dtype)
+    solver = grid_solver(method, term.schedule, 1, dtype)
+    ts = jnp.asarray([T_START, T_END], dtype)
+    x0, args = problem.x0, problem.args
+    state = jax.eval_shape(lambda: solver.init(cterm, ts[0], ts[1], x0, args))
     n_init = calls[0]
-    solver.step(cterm, ts[0], ts[1], y, None, state, False)
+    jax.eval_shape(lambda s: solver.step(cterm, ts[0], ts[1], x0, args, s, False), state)
     return n_init, calls[0] - n_init
 
 
@@ -335,14 +388,18 @@ def mse(a, b):
 
 
 def check_against_public_api(log):
-    """The loops above equal `rexjax.invert` / `rexjax.sample` (float64, 10 steps)."""
-    term, x0, _, _ = make_problem("gmm", jnp.float64)
+    """The loops above equal `rexjax.invert` / `rexjax.sample` (float64, 10 steps), for the
+    ODE and, with the same key, the SDE."""
+    problem = make_problem("gmm", jnp.float64)
+    term, x0 = problem.term, problem.x0
     ts = rx.log_snr_grid(term.schedule, T_START, T_END, 10)
     worst = 0.0
-    for _, solver in [*baseline_methods(), *rex_methods()[:1]]:
-        lat = rx.invert(term, solver, x0, ts)
-        rec = rx.sample(term, solver, lat, ts)
-        lat2, rec2 = round_trip(term, solver, x0, 10, jnp.float64)
+    for method in [*baseline_methods(), *rex_methods()[:1], *sde_methods()]:
+        solver = grid_solver(method, term.schedule, 10, jnp.float64)
+        key = jax.random.key(3) if method.sde else None
+        lat = rx.invert(term, solver, x0, ts, key=key)
+        rec = rx.sample(term, solver, lat, ts, key=key)
+        lat2, rec2 = round_trip(problem, method, 10, jnp.float64)
         worst = max(worst, rel(lat2, lat.y), rel(rec2, rec))
     log(f"start-up check: loops vs rexjax.invert/sample, max relative difference {worst:.1e}")
     if worst > 1e-13:
@@ -352,30 +409,52 @@ def check_against_public_api(log):
 # ----------------------------------------------------------------------------- study
 
 
-def run_model(name, log, rt_rows, nfe_rows, nfe=True, latent=True, partial=None):
-    methods = [*baseline_methods(), *rex_methods()]
+def select_methods(spec):
+    """Methods from a comma-separated list of set names (`METHOD_SETS`) and method names."""
+    every = [m for make in METHOD_SETS.values() for m in make()]
+    chosen = []
+    for item in spec.split(","):
+        if item in METHOD_SETS:
+            chosen += METHOD_SETS[item]()
+        else:
+            match = [m for m in every if m.name == item]
+            if not match:
+                raise ValueError(
+                    f"Unknown method {item!r}; use {sorted(METHOD_SETS)} or one of "
+                    f"{[m.name for m in every]}."
+                )
+            chosen += match
+    return chosen
+
+
+def run_model(name, methods, log, rt_rows, nfe_rows, nfe=True, latent=True, partial=None):
     for dtype in DTYPES:
-        term, x0, noise, label = make_problem(name, dtype)
-        term64 = make_problem(name, jnp.float64)[0]
+        problem = make_problem(name, dtype)
         dname = jnp.dtype(dtype).name
-        log(f"\n== model {name}: {label}; {dname}; data shape {x0.shape}")
+        log(f"\n== model {name}: {problem.label}; {dname}; data shape {problem.x0.shape}")
         t_start = time.time()
-        ref_latent = pf_reference(term64, x0, T_END, T_START) if latent else None
-        for mname, solver in methods:
-            print(f"   {mname} ({time.time() - t_start:.0f} s)", flush=True)
-            n_init, n_step = nfe_per_step(term, solver, x0, dtype)
+        ref_latent = None
+        if latent and any(not m.sde for m in methods):
+            problem64 = make_problem(name, jnp.float64)
+            ref_latent, ref_err, how = pf_reference(problem64, problem.x0, T_END, T_START)
+            elapsed = time.time() - t_start
+            log(f"   PF-ODE reference latent: {how}, est. error {ref_err:.1e} ({elapsed:.0f} s)")
+        for method in methods:
+            print(f"   {method.name} ({time.time() - t_start:.0f} s)", flush=True)
+            n_init, n_step = nfe_per_step(problem, method, dtype)
             for n in STEPS:
-                lat, rec = round_trip(term, solver, x0, n, dtype)
+                lat, rec = round_trip(problem, method, n, dtype)
+                compare_latent = ref_latent is not None and not method.sde
                 rt_rows.append(
                     dict(
                         model=name,
                         dtype=dname,
-                        method=mname,
+                        method=method.name,
                         steps=n,
                         nfe=n_init + n * n_step,
-                        rt_mse=mse(rec, x0),
-                        rt_maxrel=rel(rec, x0),
-                        latent_rel=rel_rms(lat, ref_latent) if latent else float("nan"),
+                        rt_mse=mse(rec, problem.x0),
+                        rt_maxrel=rel(rec, problem.x0),
+                        latent_rel=rel_rms(lat, ref_latent) if compare_latent else float("nan"),
                     )
                 )
             if partial is not None:  # keep what is done if the run is cut short
@@ -383,18 +462,24 @@ def run_model(name, log, rt_rows, nfe_rows, nfe=True, latent=True, partial=None)
         log(f"   round trips done in {time.time() - t_start:.0f} s")
         if not nfe or (dtype != jnp.float64 and jnp.float64 in DTYPES):
             continue  # equal-NFE sampling accuracy: in float64 (or the only dtype run)
+        ode_methods = [m for m in methods if not m.sde]  # SDE samples have no PF reference
+        if not ode_methods:
+            continue
         t_start = time.time()
-        ref_sample = pf_reference(term64, noise, T_START, T_END)
-        for mname, solver in methods:
-            n_init, n_step = nfe_per_step(term, solver, x0, dtype)
+        ref_sample, ref_err, how = pf_reference(
+            make_problem(name, jnp.float64), problem.noise, T_START, T_END
+        )
+        log(f"   PF-ODE reference sample: {how}, est. error {ref_err:.1e}")
+        for method in ode_methods:
+            n_init, n_step = nfe_per_step(problem, method, dtype)
             for budget in NFE_BUDGETS:
                 n = min(max(1, (budget - n_init) // n_step), MAX_STEPS)
-                out = sample_from_noise(term, solver, noise, n, dtype)
+                out = sample_from_noise(problem, method.solver, n, dtype)
                 nfe_rows.append(
                     dict(
                         model=name,
                         dtype=dname,
-                        method=mname,
+                        method=method.name,
                         budget=budget,
                         steps=n,
                         nfe=n_init + n * n_step,
@@ -442,7 +527,7 @@ def print_tables(rt_rows, nfe_rows, log):
 def verdicts(rt_rows, log):
     """Does Rex's float32 round trip beat every baseline at 50 steps? Said plainly."""
     log("\nVerdict: float32 round trip (max rel.) at 50 steps, Rex vs every baseline")
-    names = {m for m, _ in baseline_methods()}
+    names = {m.name for m in baseline_methods()}
     for model in dict.fromkeys(r["model"] for r in rt_rows):
         rows = {
             r["method"]: r["rt_maxrel"]
@@ -451,12 +536,14 @@ def verdicts(rt_rows, log):
         }
         if not rows:
             continue
+        if not names & rows.keys():
+            continue
         best_base = min((v, m) for m, v in rows.items() if m in names)
         log(f"[{model}] best baseline: {best_base[1]} {best_base[0]:.1e}")
         for m, v in rows.items():
             if m in names:
                 continue
-            worse = [b for b in names if rows[b] <= v]
+            worse = [b for b in names if b in rows and rows[b] <= v]
             verdict = "beats every baseline" if not worse else "does NOT beat " + ", ".join(worse)
             log(f"   {m:24s} {v:.1e}  {verdict}")
 
@@ -478,7 +565,7 @@ def plot(rt_rows, nfe_rows, out, suffix):
                 rows = [r for r in rt_rows if r["model"] == model and r["dtype"] == dname]
                 for m in dict.fromkeys(r["method"] for r in rows):
                     pts = sorted((r["steps"], max(r[key], 1e-17)) for r in rows if r["method"] == m)
-                    style = "-" if m.startswith("Rex") else "--"
+                    style = (":" if m.endswith("SDE") else "-") if m.startswith("Rex") else "--"
                     ax.loglog(*zip(*pts, strict=True), style, marker="o", ms=3, label=m)
                 ax.set_title(f"{model}, {dname}: {title} error")
                 ax.set_xlabel("steps")
@@ -511,7 +598,12 @@ def plot(rt_rows, nfe_rows, out, suffix):
 def main():
     global STEPS, DTYPES, BATCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="gmm,ddpm,sd")
+    parser.add_argument("--models", default="gmm,ddpm,sd", help="gmm, ddpm, sd, sd-full")
+    parser.add_argument(
+        "--methods",
+        default="baselines,rex,sde",
+        help="method sets (baselines, rex, sde) or single method names, comma-separated",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--steps", default=",".join(map(str, STEPS)))
     parser.add_argument("--dtypes", default="float32,float64")
@@ -538,17 +630,23 @@ def main():
         f"UTC, {jax.devices()[0].platform.upper()}, {os.cpu_count()} cores, jax {jax.__version__}"
     )
     log(f"grid: log-SNR uniform, t = {T_START} -> {T_END}; steps {STEPS}; Rex coupling 0.999")
+    methods = select_methods(args.methods)
+    log("methods: " + ", ".join(m.name for m in methods))
     log(
-        "SDE variants: not run here (the reverse-SDE Rex with Brownian replay is on branch "
-        "`sde`; add it to rex_methods() when merged)."
+        "SDE variants: the reverse SDE with one Brownian path (key 3) for invert and sample; "
+        "noise-prediction coupling = floor_0.01(exp(-2 dlambda)) per grid; no latent or "
+        "equal-NFE comparison (the PF-ODE latent is not theirs)."
     )
     if not args.no_check:
         check_against_public_api(log)
     rt_rows, nfe_rows = [], []
-    suffix = "_" + args.models.replace(",", "_")
+    suffix = "_" + args.models.replace(",", "_").replace("-", "_")
+    if args.methods != "baselines,rex,sde":
+        suffix += "_" + args.methods.replace(",", "_").replace(" ", "_").lower()
     for name in args.models.split(","):
         run_model(
             name,
+            methods,
             log,
             rt_rows,
             nfe_rows,

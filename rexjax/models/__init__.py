@@ -19,7 +19,12 @@ from ._scheduler import (
     model_type as model_type,
 )
 from ._tokenizer import CLIPTokenizer as CLIPTokenizer, load_tokenizer as load_tokenizer
-from ._unet import UNet as UNet, build_unet_module as build_unet_module, load_unet as load_unet
+from ._unet import (
+    UNet as UNet,
+    build_unet_module as build_unet_module,
+    load_unet as load_unet,
+    random_unet as random_unet,
+)
 from ._unet2d import UNet2DConfig as UNet2DConfig, UNet2DModule as UNet2DModule
 from ._unet2d_condition import (
     UNet2DConditionConfig as UNet2DConditionConfig,

@@ -4,8 +4,9 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PyTree
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._bridge import (
     convert_state_dict,
@@ -84,16 +85,40 @@ def build_unet_module(config: dict[str, Any], dtype: Any = jnp.float32):
     )
 
 
-def unet_param_shapes(module: UNet2DModule | UNet2DConditionModule) -> PyTree:
-    """The parameter shapes of `module`, computed abstractly (no memory, no FLOPs)."""
+def _dummy_inputs(module: UNet2DModule | UNet2DConditionModule) -> tuple[Array, ...]:
+    """The smallest inputs the module accepts (batch 1, the minimal spatial size)."""
     cfg = module.config
     size = 2 ** (len(cfg.block_out_channels) - 1)
     x = jnp.zeros((1, size, size, cfg.in_channels), jnp.float32)
     t = jnp.zeros((1,), jnp.float32)
     if isinstance(module, UNet2DConditionModule):
-        context = jnp.zeros((1, 1, cfg.cross_attention_dim), jnp.float32)
-        return expected_params(module, x, t, context)
-    return expected_params(module, x, t)
+        return x, t, jnp.zeros((1, 1, cfg.cross_attention_dim), jnp.float32)
+    return x, t
+
+
+def unet_param_shapes(module: UNet2DModule | UNet2DConditionModule) -> PyTree:
+    """The parameter shapes of `module`, computed abstractly (no memory, no FLOPs)."""
+    return expected_params(module, *_dummy_inputs(module))
+
+
+def random_unet(config: dict[str, Any], key: PRNGKeyArray, dtype: Any = jnp.float32) -> UNet:
+    """A UNet with random weights for a diffusers UNet `config.json` dict, without a
+    checkpoint (for benchmarks and studies of the solvers on a real architecture).
+
+    The weights come from Flax's default initialisers (LeCun-normal kernels, zero biases),
+    not PyTorch's, so they differ from a randomly initialised diffusers model; the same key
+    gives the same network in every dtype (it is initialised in float32 and cast).
+
+    **Arguments:**
+
+    - `config`: as in `config.json` (`_class_name` `"UNet2DModel"` or `"UNet2DConditionModel"`).
+    - `key`: a JAX PRNG key.
+    - `dtype`: as for [`rexjax.models.load_unet`][].
+    """
+    module = build_unet_module(config, dtype)
+    params = build_unet_module(config).init(key, *_dummy_inputs(module))["params"]
+    params = jax.tree_util.tree_map(lambda p: p.astype(module.dtype), params)
+    return UNet(module, params)
 
 
 def load_unet(folder: str | Path, dtype: Any = jnp.float32, variant: str | None = None) -> UNet:

@@ -77,6 +77,23 @@ def test_ddpm_cifar10_parameter_count():
     assert _count(rm.build_unet_module(DDPM_CIFAR10_CONFIG)) == 35_746_307
 
 
+def test_random_unet_matches_checkpoint_layout(unet_folder):
+    """A random UNet has exactly the tensors a loaded checkpoint has, the same network in
+    every dtype, and different weights for different keys."""
+    loaded = rm.load_unet(unet_folder)
+    config = json.loads((unet_folder / "config.json").read_text())
+    key = jax.random.key(0)
+    nets = {d: rm.random_unet(config, key, d) for d in ("float32", "float64", "bfloat16")}
+    shapes = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), nets["float32"].params)
+    assert shapes == jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), loaded.params)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    out32, out64 = (np.asarray(nets[d](x.astype(d), 500.0)) for d in ("float32", "float64"))
+    assert out64.dtype == np.float64 and nets["bfloat16"](x, 500.0).dtype == jnp.bfloat16
+    np.testing.assert_allclose(out64, out32, rtol=1e-4, atol=1e-5 * np.abs(out64).max())
+    other = rm.random_unet(config, jax.random.key(1))
+    assert not np.allclose(np.asarray(other(x.astype(np.float32), 500.0)), out32)
+
+
 def _save_unet(folder: Path) -> Path:
     diffusers = pytest.importorskip("diffusers")
     pytest.importorskip("torch")
