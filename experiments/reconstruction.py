@@ -5,26 +5,31 @@ log-SNR grid from t=1 to t=1e-3:
 
 - round trip: data x0 -> `invert` -> latent -> `sample` -> x0'; MSE and max relative error
   max|x0' - x0| / max|x0|;
-- latent accuracy: the encoded latent against the true probability-flow latent of x0 (an
-  adaptive Dopri8 solve of the PF-ODE in float64, rtol = atol = 1e-10), relative RMS
-  ||lat - ref|| / ||ref||;
+- latent accuracy: the encoded latent against the true probability-flow latent of x0 (see
+  `pf_reference`), relative RMS ||lat - ref|| / ||ref||;
 - sample accuracy at equal NFE (float64): noise -> `sample` against the PF-ODE reference, with
   as many steps as the NFE budget allows, relative RMS. (RMS rather than max: on the mixture a
   single sample near a decision boundary that lands in another mode dominates the max.)
 
-Models: (a) the analytic Gaussian mixture `rexjax.GaussianMixture.default` (16-d, exact
-denoiser); (b) a random-weight U-Net stand-in for diffusers' `UNet2DModel` (3x32x32);
-(c) a random-weight SD-like U-Net stand-in (attention, 4x32x32 latents). (b) and (c) are
-equinox stand-ins until the Flax ports land (see `make_unet_model`).
+Methods: the baselines (`rexjax.baselines`), Rex with Euler, Midpoint, RK4 and Tsit5 bases
+and data or noise prediction on the PF-ODE (coupling 0.999), and Rex on the reverse SDE
+(Euler–Maruyama and ShARK; one Brownian path replayed from a key for both directions).
 
-Run: `python experiments/reconstruction.py [--models gmm,ddpm,sd] [--out DIR]`. Writes
-`results/reconstruction_{roundtrip,nfe}.csv`, `results/reconstruction_*.png` and the printed
-table `results/reconstruction_log.txt`.
+Models: (a) the analytic Gaussian mixture `rexjax.GaussianMixture.default` (16-d, exact
+denoiser); (b) `ddpm`: a random-weight diffusers `UNet2DModel` (the Flax port, 3x32x32, DDPM
+linear schedule); (c) `sd`: a random-weight UNet2DConditionModel with SD 1.5's architecture at
+a tenth of its width (4x32x32 latents, random 77x768 text context, SD's schedule) and `sd-full`,
+the full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores).
+
+Run: `python experiments/reconstruction.py [--models gmm,ddpm,sd] [--methods baselines,rex,sde]
+[--steps ...] [--dtypes ...] [--out DIR]`. Writes `results/reconstruction_{roundtrip,nfe}_*.csv`,
+`results/reconstruction_*.png` and the printed tables `results/reconstruction_log_*.txt`.
 
 The loops below call each solver's `step` / `backward_step` exactly as `rexjax.sample`
 (`diffeqsolve` + `StepTo`) and `rexjax.invert` do, inside one `lax.while_loop` over a padded
 grid so that each (method, dtype, model) compiles once for all N; the script checks at start-up
-that they agree with `rexjax.sample` / `rexjax.invert` to round-off.
+that they agree with `rexjax.sample` / `rexjax.invert` (with the same key for the SDE) to
+round-off.
 """
 
 import argparse
@@ -506,6 +511,8 @@ def print_tables(rt_rows, nfe_rows, log):
                 ("rt_maxrel", "round trip, max rel."),
                 ("latent_rel", "latent, rel. RMS"),
             ):
+                if all(np.isnan(r[key]) for r in rows):
+                    continue  # not measured (SDE methods, or --no-latent)
                 log(f"\n[{model}, {dname}] {title} error vs steps")
                 log(f"{'method':32s}" + "".join(f"{n:>10d}" for n in STEPS))
                 for m in dict.fromkeys(r["method"] for r in rows):
