@@ -36,6 +36,7 @@ import argparse
 import csv
 import datetime
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -555,8 +556,12 @@ def verdicts(rt_rows, log):
             log(f"   {m:24s} {v:.1e}  {verdict}")
 
 
-def plot(rt_rows, nfe_rows, out, suffix):
-    import matplotlib
+def plot(rt_rows, nfe_rows, out, suffix, log):
+    try:
+        import matplotlib
+    except ImportError:
+        log("matplotlib is not installed (pip install -e '.[experiments]'): no plots written.")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -649,7 +654,7 @@ def main():
     rt_rows, nfe_rows = [], []
     suffix = "_" + args.models.replace(",", "_").replace("-", "_")
     if args.methods != "baselines,rex,sde":
-        suffix += "_" + args.methods.replace(",", "_").replace(" ", "_").lower()
+        suffix += "_" + re.sub(r"[^a-z0-9]+", "_", args.methods.lower()).strip("_")
     for name in args.models.split(","):
         run_model(
             name,
@@ -667,7 +672,7 @@ def main():
         if rows:
             write_csv(rows, out / f"reconstruction_{fname}{suffix}.csv")
     (out / f"reconstruction_roundtrip{suffix}_partial.csv").unlink(missing_ok=True)
-    plot(rt_rows, nfe_rows, out, suffix)
+    plot(rt_rows, nfe_rows, out, suffix, log)
     (out / f"reconstruction_log{suffix}.txt").write_text("\n".join(lines) + "\n")
     return 0
 
