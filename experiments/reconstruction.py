@@ -568,6 +568,8 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
 
     models = list(dict.fromkeys(r["model"] for r in rt_rows))
     for key, title in (("rt_maxrel", "round trip (max rel.)"), ("latent_rel", "latent (rel. RMS)")):
+        if all(np.isnan(r[key]) for r in rt_rows):
+            continue  # not measured
         fig, axes = plt.subplots(
             len(models), 2, figsize=(12, 4 * len(models)), squeeze=False, sharex=True
         )
