@@ -465,6 +465,10 @@ def run_model(name, methods, log, rt_rows, nfe_rows, nfe=True, latent=True, part
                 )
             if partial is not None:  # keep what is done if the run is cut short
                 write_csv(rt_rows, partial)
+            # Each method compiles its own loops; dropping them keeps a long run within the
+            # process's memory-map limit (a full U-Net sweep once died with "LLVM ERROR: Unable
+            # to allocate section memory").
+            jax.clear_caches()
         log(f"   round trips done in {time.time() - t_start:.0f} s")
         if not nfe or (dtype != jnp.float64 and jnp.float64 in DTYPES):
             continue  # equal-NFE sampling accuracy: in float64 (or the only dtype run)
@@ -515,10 +519,11 @@ def print_tables(rt_rows, nfe_rows, log):
                 if all(np.isnan(r[key]) for r in rows):
                     continue  # not measured (SDE methods, or --no-latent)
                 log(f"\n[{model}, {dname}] {title} error vs steps")
-                log(f"{'method':32s}" + "".join(f"{n:>10d}" for n in STEPS))
+                steps = sorted({r["steps"] for r in rows})
+                log(f"{'method':32s}" + "".join(f"{n:>10d}" for n in steps))
                 for m in dict.fromkeys(r["method"] for r in rows):
-                    vals = {r["steps"]: r[key] for r in rows if r["method"] == m}
-                    log(f"{m:32s}" + "".join(f"{vals[n]:10.1e}" for n in STEPS))
+                    vals = {r["steps"]: f"{r[key]:10.1e}" for r in rows if r["method"] == m}
+                    log(f"{m:32s}" + "".join(vals.get(n, f"{'-':>10s}") for n in steps))
         rows = [r for r in nfe_rows if r["model"] == model]
         if rows:
             dname = rows[0]["dtype"]
@@ -556,6 +561,13 @@ def verdicts(rt_rows, log):
             log(f"   {m:24s} {v:.1e}  {verdict}")
 
 
+def _legend(axes):
+    """One legend, beside the last panel that has lines."""
+    ax = next((a for a in axes.flat[::-1] if a.get_legend_handles_labels()[0]), None)
+    if ax is not None:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
 def plot(rt_rows, nfe_rows, out, suffix, log):
     try:
         import matplotlib
@@ -584,7 +596,7 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
                 ax.set_title(f"{model}, {dname}: {title} error")
                 ax.set_xlabel("steps")
                 ax.grid(True, which="both", alpha=0.3)
-        axes[0, 1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        _legend(axes)
         fig.tight_layout()
         name = "roundtrip" if key == "rt_maxrel" else key
         fig.savefig(out / f"reconstruction_{name}{suffix}.png")
@@ -603,10 +615,36 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
             ax.set_title(f"{model}, {rows[0]['dtype']}: sample error (rel. RMS) vs NFE")
             ax.set_xlabel("NFE")
             ax.grid(True, which="both", alpha=0.3)
-        axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        _legend(axes)
         fig.tight_layout()
         fig.savefig(out / f"reconstruction_nfe{suffix}.png")
         plt.close(fig)
+
+
+def report(paths, out, suffix):
+    """Merge round-trip CSVs written by earlier runs; print, plot and save them as one."""
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                for k in ("steps", "nfe"):
+                    r[k] = int(r[k])
+                for k in ("rt_mse", "rt_maxrel", "latent_rel"):
+                    r[k] = float(r[k])
+                rows.append(r)
+    lines = []
+
+    def log(msg=""):
+        print(msg, flush=True)
+        lines.append(msg)
+
+    log("Merged from: " + ", ".join(Path(p).name for p in paths))
+    print_tables(rows, [], log)
+    verdicts(rows, log)
+    write_csv(rows, out / f"reconstruction_roundtrip{suffix}.csv")
+    plot(rows, [], out, suffix, log)
+    (out / f"reconstruction_log{suffix}.txt").write_text("\n".join(lines) + "\n")
+    return 0
 
 
 def main():
@@ -627,6 +665,13 @@ def main():
     parser.add_argument(
         "--no-latent", action="store_true", help="skip the PF-ODE reference latent (costly)"
     )
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        metavar="CSV",
+        help="no run: merge these round-trip CSVs (e.g. runs cut short, or one per dtype) into "
+        "one CSV, table, verdict and plot named after --models",
+    )
     args = parser.parse_args()
     STEPS = tuple(int(n) for n in args.steps.split(","))
     DTYPES = tuple(jnp.dtype(d).type for d in args.dtypes.split(","))
@@ -644,6 +689,8 @@ def main():
         f"UTC, {jax.devices()[0].platform.upper()}, {os.cpu_count()} cores, jax {jax.__version__}"
     )
     log(f"grid: log-SNR uniform, t = {T_START} -> {T_END}; steps {STEPS}; Rex coupling 0.999")
+    if args.report:
+        return report(args.report, out, "_" + args.models.replace(",", "_").replace("-", "_"))
     methods = select_methods(args.methods)
     log("methods: " + ", ".join(m.name for m in methods))
     log(
