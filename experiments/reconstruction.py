@@ -276,22 +276,18 @@ def padded_grid(schedule, n, dtype):
     return jnp.asarray(out, dtype)
 
 
-def drift(problem, method, n, dtype):
-    """The diffrax term to integrate: the PF-ODE, or the reverse SDE of `n` steps (one
-    Brownian path, the same for `invert` and `sample`, as `rexjax.invert/sample(key=)`)."""
+def drift(problem, method, solver, ts):
+    """The diffrax term `solver` integrates along the grid `ts`: the PF-ODE, or the reverse SDE
+    (one Brownian path, the same for `invert` and `sample`, as `rexjax.invert/sample(key=)`)."""
     if not method.sde:
         return problem.term
-    ts = rx.log_snr_grid(problem.term.schedule, T_START, T_END, n).astype(dtype)
-    solver = grid_solver(method, problem.term.schedule, n, dtype)
     return rx.reverse_sde(problem.term, solver, jax.random.key(3), ts, problem.x0)
 
 
 def round_trip(problem, method, n, dtype):
-    term, solver = (
-        drift(problem, method, n, dtype),
-        grid_solver(method, problem.term.schedule, n, dtype),
-    )
+    solver = grid_solver(method, problem.term.schedule, n, dtype)
     ts = padded_grid(problem.term.schedule, n, dtype)
+    term = drift(problem, method, solver, ts[: n + 1])
     state = solver.init(term, ts[n], ts[0], problem.x0, problem.args)
     lat, lat_state = backward(term, solver, problem.x0, state, ts, n, problem.args)
     rec, _ = forward(term, solver, lat, lat_state, ts, n, problem.args)
@@ -362,9 +358,9 @@ def nfe_per_step(problem, method, dtype):
         return term.model(t, x, args)
 
     problem = problem._replace(term=rx.DiffusionTerm(counting, term.schedule, term.model_type))
-    cterm = drift(problem, method, 1, dtype)
     solver = grid_solver(method, term.schedule, 1, dtype)
     ts = jnp.asarray([T_START, T_END], dtype)
+    cterm = drift(problem, method, solver, ts)
     x0, args = problem.x0, problem.args
     state = jax.eval_shape(lambda: solver.init(cterm, ts[0], ts[1], x0, args))
     n_init = calls[0]
