@@ -27,25 +27,6 @@ from diffusers import UNet2DConditionModel
 import rexjax.models as rm
 
 
-SD15 = dict(
-    act_fn="silu",
-    attention_head_dim=8,
-    block_out_channels=(320, 640, 1280, 1280),
-    cross_attention_dim=768,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    downsample_padding=1,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    sample_size=64,
-)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, help="latent height and width")
@@ -55,9 +36,9 @@ def main():
     parser.add_argument("--small", action="store_true", help="block widths / 4, 16 groups")
     args = parser.parse_args()
 
-    config = dict(SD15)
+    config = {k: v for k, v in rm.SD15_UNET_CONFIG.items() if k != "_class_name"}
     if args.small:
-        config["block_out_channels"] = tuple(c // 4 for c in SD15["block_out_channels"])
+        config["block_out_channels"] = tuple(c // 4 for c in config["block_out_channels"])
         config["norm_num_groups"] = 16
     torch.manual_seed(0)
     model = UNet2DConditionModel(**config).eval()

@@ -138,54 +138,25 @@ def grid_solver(method, schedule, n, dtype):
 # google/ddpm-cifar10-32's layout (attention at 16x16, no sin/cos flip, shift 1) at reduced
 # width (32/64/64 channels, one ResNet per level: 1.1M parameters) for CPU time; its DDPM
 # scheduler.
-DDPM_UNET = dict(
-    _class_name="UNet2DModel",
-    sample_size=32,
-    in_channels=3,
-    out_channels=3,
-    layers_per_block=1,
-    block_out_channels=(32, 64, 64),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    norm_num_groups=8,
-    attention_head_dim=None,
-    downsample_padding=0,
-    flip_sin_to_cos=False,
-    freq_shift=1,
-    norm_eps=1e-6,
-)
-DDPM_SCHEDULER = dict(
-    beta_schedule="linear", beta_start=1e-4, beta_end=0.02, num_train_timesteps=1000
-)
-# The SD 1.5 `unet/config.json` (859,520,964 parameters) and scheduler.
-SD15_UNET = dict(
-    _class_name="UNet2DConditionModel",
-    act_fn="silu",
-    attention_head_dim=8,
-    block_out_channels=(320, 640, 1280, 1280),
-    cross_attention_dim=768,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    downsample_padding=1,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    sample_size=64,
-)
-SD_SCHEDULER = dict(
-    beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000
-)
+DDPM_UNET = {
+    **rm.DDPM_CIFAR10_UNET_CONFIG,
+    "block_out_channels": (32, 64, 64),
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+}
 UNET_MODELS = {
-    "ddpm": (DDPM_UNET, DDPM_SCHEDULER, (3, 32, 32)),
+    "ddpm": (DDPM_UNET, rm.DDPM_SCHEDULER_CONFIG, (3, 32, 32)),
     # SD 1.5's architecture (blocks, 8 heads, transformer depth, 77x768 text context) with
-    # every width / 10 (32/64/128/128 channels, 2.6M parameters), for the full sweep on CPU.
-    "sd": ({**SD15_UNET, "block_out_channels": (32, 64, 128, 128)}, SD_SCHEDULER, (4, 32, 32)),
+    # every width / 10 (32/64/128/128 channels, 10.4M parameters), for the full sweep on CPU.
+    "sd": (
+        {**rm.SD15_UNET_CONFIG, "block_out_channels": (32, 64, 128, 128)},
+        rm.SD15_SCHEDULER_CONFIG,
+        (4, 32, 32),
+    ),
     # The full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores at batch 1).
-    "sd-full": (SD15_UNET, SD_SCHEDULER, (4, 32, 32)),
+    "sd-full": (rm.SD15_UNET_CONFIG, rm.SD15_SCHEDULER_CONFIG, (4, 32, 32)),
 }
 
 

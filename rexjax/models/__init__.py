@@ -13,6 +13,12 @@ from ._clip import (
     load_text_encoder as load_text_encoder,
 )
 from ._pipeline import Pipeline as Pipeline, load_pipeline as load_pipeline
+from ._presets import (
+    DDPM_CIFAR10_UNET_CONFIG as DDPM_CIFAR10_UNET_CONFIG,
+    DDPM_SCHEDULER_CONFIG as DDPM_SCHEDULER_CONFIG,
+    SD15_SCHEDULER_CONFIG as SD15_SCHEDULER_CONFIG,
+    SD15_UNET_CONFIG as SD15_UNET_CONFIG,
+)
 from ._scheduler import (
     alphas_cumprod as alphas_cumprod,
     load_scheduler_config as load_scheduler_config,

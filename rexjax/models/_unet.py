@@ -1,5 +1,6 @@
 """`UNet`: a loaded diffusers UNet as a pytree, called in diffusers' layout and conventions."""
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class UNet(eqx.Module):
         return jnp.transpose(out, (0, 3, 1, 2))
 
 
-def build_unet_module(config: dict[str, Any], dtype: Any = jnp.float32):
+def build_unet_module(config: Mapping[str, Any], dtype: Any = jnp.float32):
     """The Flax module for a diffusers UNet `config.json` dict (by its `_class_name`)."""
     dtype = check_dtype(dtype)
     name = config.get("_class_name", "UNet2DModel")
@@ -101,7 +102,7 @@ def unet_param_shapes(module: UNet2DModule | UNet2DConditionModule) -> PyTree:
     return expected_params(module, *_dummy_inputs(module))
 
 
-def random_unet(config: dict[str, Any], key: PRNGKeyArray, dtype: Any = jnp.float32) -> UNet:
+def random_unet(config: Mapping[str, Any], key: PRNGKeyArray, dtype: Any = jnp.float32) -> UNet:
     """A UNet with random weights for a diffusers UNet `config.json` dict, without a
     checkpoint (for benchmarks and studies of the solvers on a real architecture).
 
@@ -111,7 +112,8 @@ def random_unet(config: dict[str, Any], key: PRNGKeyArray, dtype: Any = jnp.floa
 
     **Arguments:**
 
-    - `config`: as in `config.json` (`_class_name` `"UNet2DModel"` or `"UNet2DConditionModel"`).
+    - `config`: as in `config.json` (`_class_name` `"UNet2DModel"` or `"UNet2DConditionModel"`),
+        e.g. [`rexjax.models.SD15_UNET_CONFIG`][].
     - `key`: a JAX PRNG key.
     - `dtype`: as for [`rexjax.models.load_unet`][].
     """

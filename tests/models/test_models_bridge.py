@@ -20,61 +20,32 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 import rexjax.models as rm  # noqa: E402
 
 
-SD15_UNET_CONFIG = {
-    "_class_name": "UNet2DConditionModel",
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-}
-
-DDPM_CIFAR10_CONFIG = {
-    "_class_name": "UNet2DModel",
-    "act_fn": "silu",
-    "attention_head_dim": None,
-    "block_out_channels": [128, 256, 256, 256],
-    "center_input_sample": False,
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
-    "downsample_padding": 0,
-    "flip_sin_to_cos": False,
-    "freq_shift": 1,
-    "in_channels": 3,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-06,
-    "norm_num_groups": 32,
-    "out_channels": 3,
-    "sample_size": 32,
-    "time_embedding_type": "positional",
-    "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-}
-
-
 def _count(module) -> int:
     shapes = rm._unet.unet_param_shapes(module)
     return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
 
 
 def test_sd15_unet_parameter_count():
-    assert _count(rm.build_unet_module(SD15_UNET_CONFIG)) == 859_520_964
+    assert _count(rm.build_unet_module(rm.SD15_UNET_CONFIG)) == 859_520_964
 
 
 def test_ddpm_cifar10_parameter_count():
     # diffusers' UNet2DModel(**config) for google/ddpm-cifar10-32 has 35,746,307 parameters.
-    assert _count(rm.build_unet_module(DDPM_CIFAR10_CONFIG)) == 35_746_307
+    assert _count(rm.build_unet_module(rm.DDPM_CIFAR10_UNET_CONFIG)) == 35_746_307
+
+
+def test_presets_are_read_only_and_match_diffusers():
+    with pytest.raises(TypeError):
+        rm.SD15_UNET_CONFIG["in_channels"] = 3
+    diffusers = pytest.importorskip("diffusers")
+    config = {k: v for k, v in rm.DDPM_CIFAR10_UNET_CONFIG.items() if k != "_class_name"}
+    model = diffusers.UNet2DModel(**config)
+    assert sum(p.numel() for p in model.parameters()) == 35_746_307
+    for preset in (rm.SD15_SCHEDULER_CONFIG, rm.DDPM_SCHEDULER_CONFIG):
+        scheduler = diffusers.DDPMScheduler(**preset)
+        np.testing.assert_allclose(
+            rm.alphas_cumprod(preset), scheduler.alphas_cumprod.double().numpy(), rtol=1e-6
+        )
 
 
 def test_random_unet_matches_checkpoint_layout(unet_folder):
@@ -181,7 +152,7 @@ def test_missing_folder_is_clear(tmp_path):
         rm.load_unet(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="No config.json"):
         rm.load_vae(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps(DDPM_CIFAR10_CONFIG))
+    (tmp_path / "config.json").write_text(json.dumps(dict(rm.DDPM_CIFAR10_UNET_CONFIG)))
     with pytest.raises(FileNotFoundError, match="No weights"):
         rm.load_unet(tmp_path)
 
@@ -197,7 +168,7 @@ def test_missing_folder_is_clear(tmp_path):
     ],
 )
 def test_bad_unet2d_config_named(key, value):
-    config = {**DDPM_CIFAR10_CONFIG, key: value}
+    config = {**rm.DDPM_CIFAR10_UNET_CONFIG, key: value}
     with pytest.raises(ValueError, match=key):
         rm.build_unet_module(config)
 
@@ -214,19 +185,19 @@ def test_bad_unet2d_config_named(key, value):
 )
 def test_bad_unet2d_condition_config_named(key, value):
     with pytest.raises(ValueError, match=key):
-        rm.build_unet_module({**SD15_UNET_CONFIG, key: value})
+        rm.build_unet_module({**rm.SD15_UNET_CONFIG, key: value})
 
 
 def test_bad_dtype_and_class():
     with pytest.raises(ValueError, match="int32"):
-        rm.build_unet_module(SD15_UNET_CONFIG, dtype="int32")
+        rm.build_unet_module(rm.SD15_UNET_CONFIG, dtype="int32")
     with pytest.raises(ValueError, match="UNet3DConditionModel"):
-        rm.build_unet_module({**SD15_UNET_CONFIG, "_class_name": "UNet3DConditionModel"})
+        rm.build_unet_module({**rm.SD15_UNET_CONFIG, "_class_name": "UNet3DConditionModel"})
 
 
 def test_float64_needs_x64():
     with jax.enable_x64(False), pytest.raises(ValueError, match="jax_enable_x64"):
-        rm.build_unet_module(SD15_UNET_CONFIG, dtype="float64")
+        rm.build_unet_module(rm.SD15_UNET_CONFIG, dtype="float64")
 
 
 def test_pipeline_folder_and_variant(unet_folder, tmp_path):

@@ -15,7 +15,6 @@ import equinox as eqx  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from model_helpers import rel_err  # noqa: E402
-from test_models_bridge import SD15_UNET_CONFIG  # noqa: E402
 
 import rexjax.models as rm  # noqa: E402
 
@@ -25,7 +24,7 @@ def test_sd15_unet_full_size_parity(tmp_path):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
-    config = {k: v for k, v in SD15_UNET_CONFIG.items() if not k.startswith("_")}
+    config = {k: v for k, v in rm.SD15_UNET_CONFIG.items() if not k.startswith("_")}
     model = diffusers.UNet2DConditionModel(**config).eval()
     assert sum(p.numel() for p in model.parameters()) == 859_520_964
     model.save_pretrained(tmp_path)
