@@ -19,7 +19,8 @@ Models: (a) the analytic Gaussian mixture `rexjax.GaussianMixture.default` (16-d
 denoiser); (b) `ddpm`: a random-weight diffusers `UNet2DModel` (the Flax port, 3x32x32, DDPM
 linear schedule); (c) `sd`: a random-weight UNet2DConditionModel with SD 1.5's architecture at
 a tenth of its width (4x32x32 latents, random 77x768 text context, SD's schedule) and `sd-full`,
-the full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores).
+the full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores); `sd-64` and `sd-full-64` are the
+same on SD's native 4x64x64 latents (for a GPU).
 
 Run: `python experiments/reconstruction.py [--models gmm,ddpm,sd] [--methods baselines,rex,sde]
 [--steps ...] [--dtypes ...] [--out DIR]`. Writes `results/reconstruction_{roundtrip,nfe}_*.csv`,
@@ -146,17 +147,17 @@ DDPM_UNET = {
     "layers_per_block": 1,
     "norm_num_groups": 8,
 }
+# SD 1.5's architecture (blocks, 8 heads, transformer depth, 77x768 text context) with
+# every width / 10 (32/64/128/128 channels, 10.4M parameters), for the full sweep on CPU.
+SD_SMALL_UNET = {**rm.SD15_UNET_CONFIG, "block_out_channels": (32, 64, 128, 128)}
 UNET_MODELS = {
     "ddpm": (DDPM_UNET, rm.DDPM_SCHEDULER_CONFIG, (3, 32, 32)),
-    # SD 1.5's architecture (blocks, 8 heads, transformer depth, 77x768 text context) with
-    # every width / 10 (32/64/128/128 channels, 10.4M parameters), for the full sweep on CPU.
-    "sd": (
-        {**rm.SD15_UNET_CONFIG, "block_out_channels": (32, 64, 128, 128)},
-        rm.SD15_SCHEDULER_CONFIG,
-        (4, 32, 32),
-    ),
-    # The full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores at batch 1).
+    "sd": (SD_SMALL_UNET, rm.SD15_SCHEDULER_CONFIG, (4, 32, 32)),
+    "sd-64": (SD_SMALL_UNET, rm.SD15_SCHEDULER_CONFIG, (4, 64, 64)),
+    # The full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores at batch 1 and 4x32x32);
+    # 4x64x64 (512x512 images) is its native latent size, for a GPU.
     "sd-full": (rm.SD15_UNET_CONFIG, rm.SD15_SCHEDULER_CONFIG, (4, 32, 32)),
+    "sd-full-64": (rm.SD15_UNET_CONFIG, rm.SD15_SCHEDULER_CONFIG, (4, 64, 64)),
 }
 
 
@@ -617,7 +618,9 @@ def report(paths, out, suffix):
 def main():
     global STEPS, DTYPES, BATCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="gmm,ddpm,sd", help="gmm, ddpm, sd, sd-full")
+    parser.add_argument(
+        "--models", default="gmm,ddpm,sd", help="gmm, ddpm, sd, sd-64, sd-full, sd-full-64"
+    )
     parser.add_argument(
         "--methods",
         default="baselines,rex,sde",
