@@ -589,7 +589,21 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
         plt.close(fig)
 
 
-def report(paths, out, suffix):
+class Log:
+    """Print messages and keep them, for the saved log."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, msg=""):
+        print(msg, flush=True)
+        self.lines.append(msg)
+
+    def save(self, path):
+        Path(path).write_text("\n".join(self.lines) + "\n")
+
+
+def report(paths, out, suffix, log):
     """Merge round-trip CSVs written by earlier runs; print, plot and save them as one."""
     rows = []
     for path in paths:
@@ -600,19 +614,11 @@ def report(paths, out, suffix):
                 for k in ("rt_mse", "rt_maxrel", "latent_rel"):
                     r[k] = float(r[k])
                 rows.append(r)
-    lines = []
-
-    def log(msg=""):
-        print(msg, flush=True)
-        lines.append(msg)
-
     log("Merged from: " + ", ".join(Path(p).name for p in paths))
     print_tables(rows, [], log)
     verdicts(rows, log)
     write_csv(rows, out / f"reconstruction_roundtrip{suffix}.csv")
     plot(rows, [], out, suffix, log)
-    (out / f"reconstruction_log{suffix}.txt").write_text("\n".join(lines) + "\n")
-    return 0
 
 
 def main():
@@ -648,19 +654,17 @@ def main():
     BATCH = args.batch
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = []
-
-    def log(msg=""):
-        print(msg, flush=True)
-        lines.append(msg)
-
+    log = Log()
     log(
         f"rexjax reconstruction study, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} "
         f"UTC, {jax.devices()[0].platform.upper()}, {os.cpu_count()} cores, jax {jax.__version__}"
     )
-    log(f"grid: log-SNR uniform, t = {T_START} -> {T_END}; steps {STEPS}; Rex coupling 0.999")
+    suffix = "_" + args.models.replace(",", "_").replace("-", "_")
     if args.report:
-        return report(args.report, out, "_" + args.models.replace(",", "_").replace("-", "_"))
+        report(args.report, out, suffix, log)
+        log.save(out / f"reconstruction_log{suffix}.txt")
+        return 0
+    log(f"grid: log-SNR uniform, t = {T_START} -> {T_END}; steps {STEPS}; Rex coupling 0.999")
     methods = select_methods(args.methods)
     log("methods: " + ", ".join(m.name for m in methods))
     log(
@@ -671,7 +675,6 @@ def main():
     if not args.no_check:
         check_against_public_api(log)
     rt_rows, nfe_rows = [], []
-    suffix = "_" + args.models.replace(",", "_").replace("-", "_")
     if args.methods != "baselines,rex,sde":
         suffix += "_" + re.sub(r"[^a-z0-9]+", "_", args.methods.lower()).strip("_")
     for name in args.models.split(","):
@@ -692,7 +695,7 @@ def main():
             write_csv(rows, out / f"reconstruction_{fname}{suffix}.csv")
     (out / f"reconstruction_roundtrip{suffix}_partial.csv").unlink(missing_ok=True)
     plot(rt_rows, nfe_rows, out, suffix, log)
-    (out / f"reconstruction_log{suffix}.txt").write_text("\n".join(lines) + "\n")
+    log.save(out / f"reconstruction_log{suffix}.txt")
     return 0
 
 
