@@ -529,11 +529,31 @@ def verdicts(rt_rows, log):
             log(f"   {m:24s} {v:.1e}  {verdict}")
 
 
-def _legend(axes):
-    """One legend, beside the last panel that has lines."""
-    ax = next((a for a in axes.flat[::-1] if a.get_legend_handles_labels()[0]), None)
-    if ax is not None:
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+def _styles(methods, colours):
+    """One colour per method, the same in every panel; line style and marker by family:
+    baselines dashed, Rex data solid, Rex noise dash-dotted, Rex SDE dotted."""
+    styles = {}
+    for i, m in enumerate(methods):
+        if not m.startswith("Rex"):
+            ls, marker = "--", "s"
+        elif m.endswith("SDE"):
+            ls, marker = ":", "x"
+        elif " noise" in m:
+            ls, marker = "-.", "^"
+        else:
+            ls, marker = "-", "o"
+        styles[m] = dict(color=colours[i % len(colours)], linestyle=ls, marker=marker, ms=3)
+    return styles
+
+
+def _legend(fig, axes, methods):
+    """One legend for the figure, every method once, in `methods` order."""
+    handles = {}
+    for ax in axes.flat:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    order = [m for m in methods if m in handles]
+    if order:
+        fig.legend([handles[m] for m in order], order, fontsize=7, loc="outside right center")
 
 
 def plot(rt_rows, nfe_rows, out, suffix, log):
@@ -545,13 +565,21 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     models = list(dict.fromkeys(r["model"] for r in rt_rows))
+    methods = list(dict.fromkeys(r["method"] for r in [*rt_rows, *nfe_rows]))
+    styles = _styles(methods, plt.get_cmap("tab20").colors)
     for key, title in (("rt_maxrel", "round trip (max rel.)"), ("latent_rel", "latent (rel. RMS)")):
         if all(np.isnan(r[key]) for r in rt_rows):
             continue  # not measured
         fig, axes = plt.subplots(
-            len(models), 2, figsize=(12, 4 * len(models)), squeeze=False, sharex=True
+            len(models),
+            2,
+            figsize=(14, 4 * len(models)),
+            squeeze=False,
+            sharex=True,
+            layout="constrained",
         )
         for i, model in enumerate(models):
             for j, dname in enumerate(("float32", "float64")):
@@ -559,18 +587,18 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
                 rows = [r for r in rt_rows if r["model"] == model and r["dtype"] == dname]
                 for m in dict.fromkeys(r["method"] for r in rows):
                     pts = sorted((r["steps"], max(r[key], 1e-17)) for r in rows if r["method"] == m)
-                    style = (":" if m.endswith("SDE") else "-") if m.startswith("Rex") else "--"
-                    ax.loglog(*zip(*pts, strict=True), style, marker="o", ms=3, label=m)
+                    ax.loglog(*zip(*pts, strict=True), label=m, **styles[m])
                 ax.set_title(f"{model}, {dname}: {title} error")
                 ax.set_xlabel("steps")
                 ax.grid(True, which="both", alpha=0.3)
-        _legend(axes)
-        fig.tight_layout()
+        _legend(fig, axes, methods)
         name = "roundtrip" if key == "rt_maxrel" else key
         fig.savefig(out / f"reconstruction_{name}{suffix}.png")
         plt.close(fig)
     if nfe_rows:
-        fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(models), figsize=(7 * len(models), 4), squeeze=False, layout="constrained"
+        )
         for i, model in enumerate(models):
             ax = axes[0, i]
             rows = [r for r in nfe_rows if r["model"] == model]
@@ -578,13 +606,12 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
                 pts = sorted(
                     (r["nfe"], max(r["sample_rel"], 1e-17)) for r in rows if r["method"] == m
                 )
-                style = "-" if m.startswith("Rex") else "--"
-                ax.loglog(*zip(*pts, strict=True), style, marker="o", ms=3, label=m)
+                ax.loglog(*zip(*pts, strict=True), label=m, **styles[m])
             ax.set_title(f"{model}, {rows[0]['dtype']}: sample error (rel. RMS) vs NFE")
             ax.set_xlabel("NFE")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.grid(True, which="both", alpha=0.3)
-        _legend(axes)
-        fig.tight_layout()
+        _legend(fig, axes, methods)
         fig.savefig(out / f"reconstruction_nfe{suffix}.png")
         plt.close(fig)
 
