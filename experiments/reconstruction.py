@@ -590,6 +590,7 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
                     ax.loglog(*zip(*pts, strict=True), label=m, **styles[m])
                 ax.set_title(f"{model}, {dname}: {title} error")
                 ax.set_xlabel("steps")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                 ax.grid(True, which="both", alpha=0.3)
         _legend(fig, axes, methods)
         name = "roundtrip" if key == "rt_maxrel" else key
