@@ -111,7 +111,7 @@ def attention(
     scale = 1.0 / math.sqrt(hd)
     if dtype == jnp.float64:
         # jax.nn.dot_product_attention accumulates the logits in float32 whatever the input
-        # (7e-8 relative error in float64), so float64 (round-off studies) is written out.
+        # (about 1e-7 relative error in float64), so float64 (round-off studies) is written out.
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
         if is_causal:
             logits = jnp.where(jnp.tril(jnp.ones((tq, tk), bool)), logits, -jnp.inf)
