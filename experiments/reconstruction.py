@@ -60,6 +60,7 @@ jax.config.update("jax_enable_x64", True)
 
 import rexjax as rx  # noqa: E402
 import rexjax.models as rm  # noqa: E402
+from common import Log, write_csv  # noqa: E402
 from rexjax.baselines import BDIA, BELM, DDIM, EDICT, DPMSolverPP  # noqa: E402
 
 
@@ -467,13 +468,6 @@ def run_model(name, methods, log, rt_rows, nfe_rows, nfe=True, latent=True, part
         log(f"   equal-NFE sampling done in {time.time() - t_start:.0f} s")
 
 
-def write_csv(rows, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def print_tables(rt_rows, nfe_rows, log):
     for model in dict.fromkeys(r["model"] for r in rt_rows):
         for dname in ("float32", "float64"):
@@ -615,20 +609,6 @@ def plot(rt_rows, nfe_rows, out, suffix, log):
         _legend(fig, axes, methods)
         fig.savefig(out / f"reconstruction_nfe{suffix}.png")
         plt.close(fig)
-
-
-class Log:
-    """Print messages and keep them, for the saved log."""
-
-    def __init__(self):
-        self.lines = []
-
-    def __call__(self, msg=""):
-        print(msg, flush=True)
-        self.lines.append(msg)
-
-    def save(self, path):
-        Path(path).write_text("\n".join(self.lines) + "\n")
 
 
 def report(paths, out, suffix, log):

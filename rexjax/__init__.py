@@ -22,6 +22,7 @@ from ._lawson import (
 from ._reversible import (
     AbstractInvertibleSolver as AbstractInvertibleSolver,
     AbstractReversibleSolver as AbstractReversibleSolver,
+    NearReversible as NearReversible,
     Princeps as Princeps,
     Rex as Rex,
 )
@@ -35,7 +36,21 @@ from ._schedules import (
     ScaledLinearVPSchedule as ScaledLinearVPSchedule,
     VPSchedule as VPSchedule,
 )
-from ._tableaus import RK4 as RK4, RK38 as RK38, SSPRK3 as SSPRK3, Fehlberg45 as Fehlberg45
+from ._symmetry import (
+    antisymmetric_order as antisymmetric_order,
+    classical_order as classical_order,
+    rooted_trees as rooted_trees,
+)
+from ._tableaus import (
+    EES25 as EES25,
+    EES27 as EES27,
+    RK4 as RK4,
+    RK38 as RK38,
+    SSPRK3 as SSPRK3,
+    Fehlberg45 as Fehlberg45,
+    ees25_tableau as ees25_tableau,
+    ees27_tableau as ees27_tableau,
+)
 from ._term import DiffusionTerm as DiffusionTerm
 
 

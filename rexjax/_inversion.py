@@ -14,6 +14,7 @@ from ._lawson import LawsonVariables
 from ._reversible import (
     AbstractInvertibleSolver,
     AbstractReversibleSolver,
+    NearReversible,
     Princeps,
     Rex,
     noise_tableau,
@@ -81,7 +82,7 @@ def check_grid(ts: Times, term: DiffusionTerm, solver: diffrax.AbstractSolver) -
             f"The grid `ts` spans [{arr.min()!r}, {arr.max()!r}], outside the schedule's "
             f"domain [{schedule.t_min!r}, {schedule.t_max!r}]."
         )
-    if isinstance(solver, Rex | Princeps):
+    if isinstance(solver, Rex | Princeps | NearReversible):
         with jax.ensure_compile_time_eval():
             lk = np.asarray(LawsonVariables(schedule, solver.prediction).log_kappa(jnp.asarray(ts)))
         if not np.all(np.isfinite(lk)):
@@ -133,7 +134,7 @@ def _check_noise_coupling(solver, s):
 
 def reverse_sde(
     term: DiffusionTerm,
-    solver: Rex | Princeps,
+    solver: Rex | Princeps | NearReversible,
     key: PRNGKeyArray,
     ts: Times,
     y: Y,
@@ -176,9 +177,9 @@ def reverse_sde(
 
     **Returns:** a `rexjax.ReverseSDE`, a diffrax term for `Rex` / `Princeps`.
     """
-    if not isinstance(solver, Rex | Princeps):
+    if not isinstance(solver, Rex | Princeps | NearReversible):
         raise ValueError(
-            f"The reverse SDE is integrated by rexjax.Rex or rexjax.Princeps; got "
+            f"The reverse SDE is integrated by rexjax.Rex, Princeps or NearReversible; got "
             f"{type(solver).__name__}."
         )
     tableau = noise_tableau(solver.base)
@@ -342,8 +343,9 @@ def invert(
     """
     if not isinstance(solver, AbstractInvertibleSolver):
         raise ValueError(
-            f"{type(solver).__name__} has no exact inverse. Use a reversible solver such as "
-            f"`rexjax.Rex({getattr(solver, 'base', diffrax.Euler())!r})`."
+            f"{type(solver).__name__} has no inverse. Use a reversible solver such as "
+            f"`rexjax.Rex({getattr(solver, 'base', diffrax.Euler())!r})`, or the near-reversible "
+            "`rexjax.NearReversible(rexjax.EES27())`."
         )
     ts = check_grid(ts, term, solver).astype(_state_dtype(x0))
     x, state = _split_state(solver, term, x0, ts[::-1], args)

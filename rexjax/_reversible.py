@@ -15,7 +15,7 @@ from diffrax._term import WrapTerm  # noqa: PLC2701  (private: diffrax is pinned
 from ._brownian import LawsonBrownianPath, ReverseSDE
 from ._custom_types import Args, RealScalarLike, Y
 from ._lawson import LawsonNoise, LawsonVariables, NoiseTableau, Prediction, lawson_increment
-from ._tableaus import EULER_TABLEAU, ExplicitTableau
+from ._tableaus import EES27, EULER_TABLEAU, ExplicitTableau
 from ._term import DiffusionTerm
 from ._tree import lin as _lin, scale as _scale
 
@@ -219,15 +219,85 @@ class Princeps(diffrax.AbstractStratonovichSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        term, path, t0, t1 = _split_sde(terms, t0, t1, self.prediction, self.base)
-        v = LawsonVariables(term.schedule, self.prediction, stochastic=path is not None)
-        lk0, lk1 = v.log_kappa(t0), v.log_kappa(t1)
-        noise = _step_noise(path, self.base, v, t0, t1)
-        psi, err = lawson_increment(base_tableau(self.base), v, term, t0, t1, y0, args, noise)
-        kappa1 = jnp.exp(lk1)
-        y1 = _finite(_lin(jnp.exp(lk1 - lk0), y0, kappa1, psi), "a Princeps step")
-        y_error = None if err is None else _scale(kappa1, err)
-        return y1, y_error, dict(y0=y0, y1=y1), None, RESULTS.successful
+        y1, err = _exponential_step(self, terms, t0, t1, y0, args, backward=False)
+        return y1, err, dict(y0=y0, y1=y1), None, RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+def _exponential_step(solver, terms, t0, t1, y, args, *, backward: bool):
+    r"""One Princeps step from t0 to t1 (`backward=False`), or the same scheme stepped from t1
+    back to t0 (`backward=True`: $\Psi_{-h}$, with the step's Brownian increment reversed).
+    Returns the new state and the scaled embedded error (or None)."""
+    term, path, t0, t1 = _split_sde(terms, t0, t1, solver.prediction, solver.base)
+    v = LawsonVariables(term.schedule, solver.prediction, stochastic=path is not None)
+    noise = _step_noise(path, solver.base, v, t0, t1)  # always queried on the ordered interval
+    if backward:
+        t0, t1, noise = t1, t0, _reversed(noise)
+    lk0, lk1 = v.log_kappa(t0), v.log_kappa(t1)
+    psi, err = lawson_increment(base_tableau(solver.base), v, term, t0, t1, y, args, noise)
+    kappa1 = jnp.exp(lk1)
+    where = "a near-reversible backward step" if backward else "a Princeps step"
+    y1 = _finite(_lin(jnp.exp(lk1 - lk0), y, kappa1, psi), where)
+    return y1, None if err is None else _scale(kappa1, err)
+
+
+class NearReversible(AbstractInvertibleSolver, diffrax.AbstractStratonovichSolver):
+    r"""Near-reversible inversion: `rexjax.Princeps` inverted by stepping the same scheme
+    backwards, $x_n \approx \kappa_n(x_{n+1}/\kappa_{n+1} + \Psi_{-h}(t_{n+1}\to t_n,
+    x_{n+1}))$.
+
+    One Lawson increment a step (the base scheme's cost, half of `rexjax.Rex`'s) and no
+    coupled copy, so no parasitic mode: the linear stability is the base tableau's own. The
+    inverse is *approximate*: a step is undone up to $\Phi_{-h}\circ\Phi_h - \mathrm{id} =
+    O(h^{m+1})$, where $m$ is the base's antisymmetric order (`rexjax.antisymmetric_order`), so
+    a round trip over a grid misses by $O(h^m)$. Use an effectively symmetric base:
+    `rexjax.EES27()` ($m = 7$) or `rexjax.EES25()` ($m = 5$); with Euler ($m = 1$) this is
+    the usual naive DDIM inversion. `rexjax.ReversibleAdjoint` refuses it (its gradients would
+    be approximate); use `diffrax.RecursiveCheckpointAdjoint`.
+
+    **Arguments:** as `rexjax.Princeps` (default base `rexjax.EES27()`).
+
+    ??? cite "References"
+
+        Barancikova, Shmelev, Salvi, "Stable and near-reversible diffusion ODE solvers for
+        image editing", arXiv:2605.16399, 2026. Shmelev et al., arXiv:2507.21006, 2025.
+    """
+
+    base: diffrax.AbstractSolver = eqx.field(default_factory=lambda: EES27())
+    prediction: Prediction = "data"
+
+    term_structure: ClassVar = AbstractTerm
+    interpolation_cls: ClassVar = LocalLinearInterpolation
+
+    def __check_init__(self):
+        _check_prediction(self.prediction)
+        base_tableau(self.base)
+
+    def order(self, terms):
+        return self.base.order(terms)
+
+    def strong_order(self, terms):
+        return _strong_order(self.base, terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        return None
+
+    def evaluations_per_step(self, adaptive: bool = False) -> int:
+        """Model evaluations per step, as `rexjax.Princeps`."""
+        tableau = base_tableau(self.base)
+        return tableau.b_sol.shape[0] if adaptive else tableau.num_solution_stages
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        y1, err = _exponential_step(self, terms, t0, t1, y0, args, backward=False)
+        return y1, err, dict(y0=y0, y1=y1), None, RESULTS.successful
+
+    def backward_step(self, terms, t0, t1, y1, args, ts_state, solver_state, made_jump):
+        del ts_state, solver_state, made_jump
+        y0, _ = _exponential_step(self, terms, t0, t1, y1, args, backward=True)
+        return y0, dict(y0=y0, y1=y1), None, RESULTS.successful
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)

@@ -149,3 +149,108 @@ class Fehlberg45(diffrax.AbstractERK):
 
     def order(self, terms):
         return 4
+
+
+def ees25_tableau(x: float = 1 / 10) -> ButcherTableau:
+    r"""The EES(2,5; x) tableau: 3 stages, classical order 2, antisymmetric order 5 (see
+    `rexjax.EES25`). Defined for x not in {1, 1/2, -1/2}."""
+    if x in (1.0, 0.5, -0.5):
+        raise ValueError(f"EES(2,5; x) is undefined at x = {x}: pick x outside {{1, 1/2, -1/2}}.")
+    a21 = (1 + 2 * x) / (4 * (1 - x))
+    a31 = (4 * x - 1) ** 2 / (4 * (x - 1) * (1 - 4 * x**2))
+    a32 = (1 - x) / (1 - 4 * x**2)
+    return ButcherTableau(
+        c=np.array([a21, a31 + a32]),
+        b_sol=np.array([x, 1 / 2, 1 / 2 - x]),
+        b_error=np.zeros(3),
+        a_lower=(np.array([a21]), np.array([a31, a32])),
+    )
+
+
+def ees27_tableau(x: float = (5 - 3 * np.sqrt(2)) / 14) -> ButcherTableau:
+    r"""The EES(2,7; x) tableau: 4 stages, classical order 2, antisymmetric order 7 (see
+    `rexjax.EES27`; the "+sqrt(2)" branch of the family)."""
+    r2 = np.sqrt(2.0)
+    singular = [(2 * x - 1), (4 * x**2 - 4 * x - 1), (2 * x**2 - 4 * x + 1), (x - 1)]
+    if any(abs(d) < 1e-12 for d in singular + [2 * x**2 - 1]):
+        raise ValueError(f"EES(2,7; x) is undefined at x = {x}: pick another x (e.g. 1/10).")
+    alpha = (-2 * x + r2 + 1) * (2 * x + r2) / ((2 * x - 1) * (4 * x**2 - 4 * x - 1))
+    beta = (1 + r2 - 2 * x) * (2 + r2 - 2 * x)
+    beta /= (2 * x - 1) * (2 * x**2 - 4 * x + 1) * (4 * x**2 - 4 * x - 1)
+    a21 = (-2 + r2 * (1 - 2 * x)) / (4 * (x - 1))
+    a31 = (2 * x + r2 - 2) * (4 * x + r2 - 2) * alpha / (4 * r2 * (x - 1))
+    a32 = (r2 - 1) * alpha / 2
+    poly = -40 * x**4 + (80 - 40 * r2) * x**3 - (88 - 60 * r2) * x**2 + (48 - 34 * r2) * x
+    a41 = beta * (2 * x - r2) * (poly + 7 * r2 - 10) / (8 * (x - 1) * (2 * x**2 - 1))
+    a42 = (2 - r2) * x * (x - 1) * (4 * x + r2 - 2) * beta / 2
+    a43 = (2 - r2) * (2 * x - r2) * (2 + r2 - 2 * x) * (x - 1) * (2 * x - 1)
+    a43 /= 4 * (2 * x**2 - 1) * (2 * x**2 - 4 * x + 1)
+    b = np.array([x, (2 - r2) / 2 - (1 - r2) * x, (1 - r2) * (x - 1), (2 - r2) / 2 - x])
+    return ButcherTableau(
+        c=np.array([a21, a31 + a32, a41 + a42 + a43]),
+        b_sol=b,
+        b_error=np.zeros(4),
+        a_lower=(np.array([a21]), np.array([a31, a32]), np.array([a41, a42, a43])),
+    )
+
+
+class EES25(_AbstractNonEmbeddedERK):
+    r"""EES(2,5; 1/10), the explicit and effectively symmetric Runge–Kutta method of
+    Shmelev et al.: 3 stages, classical order 2, antisymmetric order 5
+    ($\Phi_{-h}\circ\Phi_h = \mathrm{id} + O(h^6)$, like RK4 with one stage fewer).
+    Stability function $1 + z + z^2/2 + z^3/8$ for every x (real interval $[-3.09, 0]$).
+
+    As a `rexjax.Rex` base it keeps the coupled copy next to the solution (see the README's
+    table of safe configurations); inverted by stepping backwards it is near-reversible
+    (`rexjax.NearReversible`). No embedded error.
+
+    ```
+     0   |
+     1/3 | 1/3
+     5/6 | -5/48   15/16
+    -----+------------------
+         | 1/10    1/2    2/5
+    ```
+    `rexjax.ees25_tableau(x)` gives the rest of the one-parameter family.
+
+    ??? cite "Reference"
+
+        Shmelev, Ebrahimi-Fard, Tapia, Salvi, "Explicit and effectively symmetric
+        Runge–Kutta methods", arXiv:2507.21006, 2025.
+    """
+
+    tableau: ClassVar[ButcherTableau] = ees25_tableau()
+    interpolation_cls: ClassVar = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+
+    def order(self, terms):
+        return 2
+
+
+class EES27(_AbstractNonEmbeddedERK):
+    r"""EES(2,7; (5-3√2)/14), the explicit and effectively symmetric Runge–Kutta method of
+    Shmelev et al.: 4 stages, classical order 2, antisymmetric order 7
+    ($\Phi_{-h}\circ\Phi_h = \mathrm{id} + O(h^8)$, better than RK4 and RK5). Stability
+    function $1 + z + z^2/2 + \tfrac{2-\sqrt2}{4}z^3 + \tfrac{3-2\sqrt2}{8}z^4$ (real interval
+    $[-3.92, 0]$). No embedded error.
+
+    ```
+     0        |
+     (2-√2)/3 | (2-√2)/3
+     (2+√2)/6 | (-4+√2)/24         (4+√2)/8
+     (4+√2)/6 | (-176+145√2)/168   3(8-5√2)/56   3(3-√2)/7
+    ----------+------------------------------------------------------------
+              | (5-3√2)/14   (3+√2)/14   3(-1+2√2)/14   (9-4√2)/14
+    ```
+    `rexjax.ees27_tableau(x)` gives the rest of the one-parameter family.
+
+    ??? cite "Reference"
+
+        Shmelev, Ebrahimi-Fard, Tapia, Salvi, "Explicit and effectively symmetric
+        Runge–Kutta methods", arXiv:2507.21006, 2025.
+    """
+
+    tableau: ClassVar[ButcherTableau] = ees27_tableau()
+    interpolation_cls: ClassVar = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+
+    def order(self, terms):
+        return 2
