@@ -3,6 +3,11 @@
 from . import baselines as baselines
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
 from ._brownian import LawsonBrownianPath as LawsonBrownianPath, ReverseSDE as ReverseSDE
+from ._diagnostics import (
+    GAP_WARNING as GAP_WARNING,
+    coupling_gap as coupling_gap,
+    trajectory_gap as trajectory_gap,
+)
 from ._gmm import GaussianMixture as GaussianMixture
 from ._inversion import (
     ReversibleState as ReversibleState,

@@ -116,6 +116,8 @@ def _check_noise_coupling(solver, s):
     """
     if not (isinstance(solver, Rex) and solver.prediction == "noise"):
         return
+    if isinstance(solver.coupling, str):
+        return  # "auto": the coupling of each step is its Lawson-time ratio, the bound itself
     if isinstance(s, jax.core.Tracer) or s.shape[0] <= 2:
         return  # traced, or only the end points (adaptive steps): not checked here
     s = np.asarray(s)
@@ -127,7 +129,8 @@ def _check_noise_coupling(solver, s):
             f"{bound:.4f} on this grid (the smallest ratio of consecutive Lawson times "
             f"u = exp(-2 log-SNR)): the coupled copy's second mode grows by about coupling * "
             f"u_n/u_(n+1) a step, and samples blow up (std 1e6 instead of 0.3 on Gaussian "
-            f"data). Use Rex(..., coupling={np.floor(bound * 100) / 100:.2f}) or smaller, or "
+            f"data). Use Rex(..., coupling='auto') (each step's own bound), "
+            f"Rex(..., coupling={np.floor(bound * 100) / 100:.2f}) or smaller, or "
             "prediction='data' (stable for any coupling)."
         )
 

@@ -2,7 +2,7 @@ r"""Exponential solvers inside diffrax: `Princeps` (one-step, non-reversible) an
 McCallum–Foster reversible coupling around it), and the `AbstractReversibleSolver` interface."""
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import diffrax
 import equinox as eqx
@@ -346,9 +346,9 @@ class Rex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         Blasingame & Liu, "Rex: reversible exponential solvers for diffusion models", 2025.
     """
 
-    base: diffrax.AbstractSolver
+    base: diffrax.AbstractSolver = eqx.field(default_factory=lambda: EES27())
     prediction: Prediction = "data"
-    coupling: float = 0.999
+    coupling: float | Literal["auto"] = 0.999
 
     term_structure: ClassVar = AbstractTerm
     interpolation_cls: ClassVar = LocalLinearInterpolation
@@ -356,11 +356,22 @@ class Rex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
     def __check_init__(self):
         _check_prediction(self.prediction)
         base_tableau(self.base)
+        if self.coupling == "auto":
+            return
         if not (isinstance(self.coupling, int | float) and 0 < self.coupling <= 1):
             raise ValueError(
-                f"coupling must be a number in (0, 1]; got {self.coupling!r}. Use 0.999 for "
-                "images, smaller values (e.g. 0.001, in float64) for more stability."
+                f"coupling must be a number in (0, 1] or 'auto' (a coupling per step, the "
+                f"ratio of consecutive Lawson times); got {self.coupling!r}."
             )
+
+    def step_coupling(self, v: LawsonVariables, t0, t1):
+        r"""The coupling $\zeta_n$ of the step from `t0` to `t1`: the fixed `coupling`, or with
+        `"auto"` the ratio of the step's Lawson times, $\zeta_n = e^{-|\Delta\lambda_n|}$ (ODE)
+        or $e^{-2|\Delta\lambda_n|}$ (SDE), computed alike in both directions."""
+        if isinstance(self.coupling, str):
+            k = 2 if v.stochastic else 1
+            return jnp.exp(-k * jnp.abs(v.schedule.log_snr(t1) - v.schedule.log_snr(t0)))
+        return jnp.asarray(self.coupling)
 
     def order(self, terms):
         return self.base.order(terms)
@@ -388,10 +399,10 @@ class Rex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
         term, t0, t1, v, r, kappa0, kappa1, noise = self._parts(terms, t0, t1)
-        tableau, zeta = base_tableau(self.base), self.coupling
+        tableau, zeta = base_tableau(self.base), self.step_coupling(v, t0, t1)
         yh0 = solver_state
         psi, err = lawson_increment(tableau, v, term, t0, t1, yh0, args, noise)
-        y1 = _lin(r, _lin(jnp.asarray(zeta), y0, jnp.asarray(1 - zeta), yh0), kappa1, psi)
+        y1 = _lin(r, _lin(zeta, y0, 1 - zeta, yh0), kappa1, psi)
         y1 = _finite(y1, "a Rex step (forward substep)")
         psi_back, _ = lawson_increment(tableau, v, term, t1, t0, y1, args, _reversed(noise))
         yh1 = _finite(_lin(r, yh0, -kappa1, psi_back), "a Rex step (reverse substep)")
@@ -401,12 +412,12 @@ class Rex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
     def backward_step(self, terms, t0, t1, y1, args, ts_state, solver_state, made_jump):
         del ts_state, made_jump
         term, t0, t1, v, r, kappa0, kappa1, noise = self._parts(terms, t0, t1)
-        tableau, zeta = base_tableau(self.base), self.coupling
+        tableau, zeta = base_tableau(self.base), self.step_coupling(v, t0, t1)
         yh1 = solver_state
         psi_back, _ = lawson_increment(tableau, v, term, t1, t0, y1, args, _reversed(noise))
         yh0 = _finite(_lin(1 / r, yh1, kappa0, psi_back), "a Rex backward step")
         psi, _ = lawson_increment(tableau, v, term, t0, t1, yh0, args, noise)
-        y0 = _lin(1 / (r * zeta), y1, jnp.asarray(1 - 1 / zeta), yh0)
+        y0 = _lin(1 / (r * zeta), y1, 1 - 1 / zeta, yh0)
         y0 = _finite(_lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi), "a Rex backward step")
         return y0, dict(y0=y0, y1=y1), yh0, RESULTS.successful
 

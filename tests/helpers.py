@@ -49,6 +49,8 @@ ODE_BASES = (
     diffrax.Tsit5(),
     diffrax.Dopri5(),
     diffrax.Dopri8(),
+    rx.EES25(),
+    rx.EES27(),
 )
 
 
