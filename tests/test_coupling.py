@@ -105,7 +105,7 @@ def test_auto_coupling_on_the_noise_sde(mixture):
     x0 = model.sample_data(jax.random.key(2), 16)
     key = jax.random.key(3)
     with pytest.raises(ValueError, match="coupling='auto'"):
-        rx.invert(term, rx.Rex(prediction="noise", coupling=0.999), x0, ts, key=key)
+        rx.invert(term, rx.Rex(diffrax.Euler(), "noise", 0.999), x0, ts, key=key)
     solver = rx.Rex(diffrax.Euler(), "noise", "auto")
     back = rx.sample(term, solver, rx.invert(term, solver, x0, ts, key=key), ts, key=key)
     assert rel_err(back, x0) < 1e-10
