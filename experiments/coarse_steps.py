@@ -73,6 +73,7 @@ STEPS = (10, 15, 25, 50, 100)
 NFE_STEPS = (10, 15, 25, 50, 100, 200, 400)
 PAD = 400  # every grid is padded to this length: one compilation per solver kind and dtype
 COUPLINGS = (1.0, 0.999, 0.99, 0.9)
+REF_STEPS = (300, 600)  # the networks' reference: Princeps(Tsit5) on these log-SNR grids
 PREDICTIONS = ("data", "noise")
 RATIO_SAFE = 1.5
 RT_FLOOR = {"float64": 1e-12, "float32": 1e-5}
@@ -164,10 +165,13 @@ class Model:
                 rx.log_snr_grid(self.schedule, T_START, T_END, n),
                 self.args,
             )
-            for n in (500, 1000)
+            for n in REF_STEPS
         ]
         est = rel_rms(out[0], out[1])
-        return out[1], f"Princeps(Tsit5, noise), 1000 log-SNR steps (est. error {est:.1e})"
+        return out[1], (
+            f"Princeps(Tsit5, noise), {REF_STEPS[1]} log-SNR steps (est. error {est:.1e} "
+            f"against {REF_STEPS[0]})"
+        )
 
 
 def name_is_continuous(term):
@@ -277,11 +281,11 @@ def check_against_public_api(model, base, log):
 # ----------------------------------------------------------------------------- sweeps
 
 
-def sweep(model, dtypes, base_names, couplings, steps, partial=None):
+def sweep(model, dtypes, base_names, couplings, steps, partial=None, predictions=PREDICTIONS):
     """Princeps and Rex rows for every base, prediction, coupling and N (written to `partial`
     after each base, so that a run cut short keeps what is done)."""
     rows = []
-    jobs = [(dt, b, p) for dt in dtypes for b in base_names for p in PREDICTIONS]
+    jobs = [(dt, b, p) for dt in dtypes for b in base_names for p in predictions]
     for dtype, bname, pred in progress(jobs, desc=f"{model.name} sweep"):
         base = bases()[bname]
         princeps = rx.Princeps(base, pred)
@@ -681,6 +685,7 @@ def main(argv=None):
     parser.add_argument("--steps", default=",".join(map(str, STEPS)))
     parser.add_argument("--couplings", default=",".join(map(str, COUPLINGS)))
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--predictions", default="data,noise")
     parser.add_argument("--samples", type=int, default=256, help="mixture samples")
     parser.add_argument("--images", type=int, default=4, help="network samples")
     parser.add_argument("--no-nfe", action="store_true", help="skip the baselines vs NFE")
@@ -712,7 +717,9 @@ def main(argv=None):
             check_against_public_api(model, bases()[base_names[0]], log)
         start = time.time()
         partial = out / f"partial_coarse_steps_{name}.csv"
-        rows = sweep(model, dtypes, base_names, couplings, steps, partial)
+        rows = sweep(
+            model, dtypes, base_names, couplings, steps, partial, opts.predictions.split(",")
+        )
         write_csv(rows, out / f"coarse_steps_{name}.csv")
         partial.unlink()
         log(f"{name}: {len(rows)} rows in {time.time() - start:.0f} s")
