@@ -444,6 +444,30 @@ def readme_table(verdicts, model):
     return markdown_table(table, ["base", "prediction", *[f"ζ={z:g}" for z in zetas]])
 
 
+def reading(verdicts, model):
+    """The verdicts in words: the safe configurations and the range of round trips per
+    prediction and dtype."""
+    sel = [v for v in verdicts if v["model"] == model]
+    both = {}
+    for v in sel:
+        both.setdefault((v["base"], v["prediction"], v["coupling"]), []).append(v)
+    safe = [k for k, vs in both.items() if len(vs) == len(RT_FLOOR) and all(v["safe"] for v in vs)]
+    lines = [
+        "Safe (both dtypes): "
+        + (", ".join(f"{b} {p} ζ={z:g}" for b, p, z in safe) if safe else "none")
+        + "."
+    ]
+    for pred in PREDICTIONS:
+        for dtype in RT_FLOOR:
+            rts = [v["round_trip"] for v in sel if (v["prediction"], v["dtype"]) == (pred, dtype)]
+            if rts:
+                lines.append(
+                    f"Worst round trip per configuration, {pred} prediction, {dtype}: "
+                    f"{min(rts):.1e} to {max(rts):.1e}."
+                )
+    return "\n".join(f"- {line}" for line in lines) + "\n"
+
+
 def report(out, log, title_line):
     rows = []
     for path in sorted(out.glob("coarse_steps_*.csv")):
@@ -467,7 +491,9 @@ def report(out, log, title_line):
                 "**safe** when it is <= 1.5 "
                 "at every step count in both dtypes and the round trip sample -> invert -> sample "
                 "is at the floor (float64 <= 1e-12, float32 <= 1e-5 max relative).\n\n"
-                + readme_table(verdicts, "gmm"),
+                + readme_table(verdicts, "gmm")
+                + "\n"
+                + reading(verdicts, "gmm"),
             )
         )
     for model in models:

@@ -64,6 +64,7 @@ def _step(solver, t0, t1, y):
     return solver.step(term, t0, t1, y, None, None, False)[0]
 
 
+@pytest.mark.slow
 def test_ees27x5_defect_and_convergence_slopes():
     """One-step reversal defect |Phi_{-h}(Phi_h(y)) - y| = O(h^8) (antisymmetric order 7) and
     global error O(h^4), both measured in float64 (steps taken eagerly: compiling a 20-stage
@@ -90,6 +91,7 @@ def test_ees27x5_defect_and_convergence_slopes():
     assert 3.7 < order < 4.5, (order, diffs)
 
 
+@pytest.mark.slow
 def test_ees27x5_as_rex_base():
     """One Rex(EES27x5) step on the mixture and its backward step: exact to round-off."""
     schedule = rx.VPSchedule.linear()
