@@ -427,7 +427,7 @@ def readme_table(verdicts, model):
                     row.append("-")
                     continue
                 ratios = "/".join(f"{cell[d]['max_ratio']:.3g}" for d in RT_FLOOR if d in cell)
-                safe = all(c["safe"] for c in cell.values())
+                safe = len(cell) == len(RT_FLOOR) and all(c["safe"] for c in cell.values())
                 rt_bad = any(c["round_trip"] > RT_FLOOR[c["dtype"]] for c in cell.values())
                 verdict = (
                     "**safe**"
@@ -438,6 +438,8 @@ def readme_table(verdicts, model):
                         else "no"
                     )
                 )
+                if len(cell) < len(RT_FLOOR) and all(c["safe"] for c in cell.values()):
+                    verdict = f"safe in {next(iter(cell))} (other dtype not run)"
                 row.append(f"{ratios} {verdict}")
             table.append(row)
     zetas = dict.fromkeys(v["coupling"] for v in sel)
