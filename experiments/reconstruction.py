@@ -12,7 +12,8 @@ log-SNR grid from t=1 to t=1e-3:
   single sample near a decision boundary that lands in another mode dominates the max.)
 
 Methods: the baselines (`rexjax.baselines`), Rex with Euler, Midpoint, RK4 and Tsit5 bases
-and data or noise prediction on the PF-ODE (coupling 0.999), and Rex on the reverse SDE
+and data or noise prediction on the PF-ODE (coupling 0.999), Rex with the effectively
+symmetric EES25 and EES27 bases and NearReversible(EES27) (set `ees`), and Rex on the reverse SDE
 (Euler–Maruyama and ShARK; one Brownian path replayed from a key for both directions).
 
 Models: (a) the analytic Gaussian mixture `rexjax.GaussianMixture.default` (16-d, exact
@@ -22,7 +23,7 @@ a tenth of its width (4x32x32 latents, random 77x768 text context, SD's schedule
 the full-size SD 1.5 UNet (about 10 s a call on 2 CPU cores); `sd-64` and `sd-full-64` are the
 same on SD's native 4x64x64 latents (for a GPU).
 
-Run: `python experiments/reconstruction.py [--models gmm,ddpm,sd] [--methods baselines,rex,sde]
+Run: `python experiments/reconstruction.py [--models gmm,ddpm,sd] [--methods baselines,rex,ees,sde]
 [--steps ...] [--dtypes ...] [--out DIR]`. Writes `results/reconstruction_{roundtrip,nfe}_*.csv`,
 `results/reconstruction_*.png` and the printed tables `results/reconstruction_log_*.txt`.
 
@@ -107,6 +108,21 @@ def rex_methods():
     ]
 
 
+def ees_methods():
+    """Effectively symmetric bases (issue 11): Rex with EES(2,5) and EES(2,7) (coupling 0.999),
+    and NearReversible(EES27): Princeps inverted by stepping backwards, approximate (its round
+    trip is O(h^7), not round-off)."""
+    rex = [
+        Method(f"Rex {name} {pred}", rx.Rex(base, pred, 0.999))
+        for name, base in (("EES25", rx.EES25()), ("EES27", rx.EES27()))
+        for pred in ("data", "noise")
+    ]
+    near = [
+        Method(f"NearRev EES27 {p}", rx.NearReversible(rx.EES27(), p)) for p in ("data", "noise")
+    ]
+    return rex + near
+
+
 def sde_methods():
     """Rex on the reverse SDE. Noise prediction is stable there only for coupling
     <= exp(-2 dlambda) (see `rexjax.reverse_sde`), so its coupling is set per grid
@@ -119,7 +135,12 @@ def sde_methods():
     ]
 
 
-METHOD_SETS = {"baselines": baseline_methods, "rex": rex_methods, "sde": sde_methods}
+METHOD_SETS = {
+    "baselines": baseline_methods,
+    "rex": rex_methods,
+    "ees": ees_methods,
+    "sde": sde_methods,
+}
 
 
 def grid_solver(method, schedule, n, dtype):
@@ -637,8 +658,8 @@ def main():
     )
     parser.add_argument(
         "--methods",
-        default="baselines,rex,sde",
-        help="method sets (baselines, rex, sde) or single method names, comma-separated",
+        default="baselines,rex,ees,sde",
+        help="method sets (baselines, rex, ees, sde) or single method names, comma-separated",
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--steps", default=",".join(map(str, STEPS)))
@@ -683,7 +704,7 @@ def main():
     if not args.no_check:
         check_against_public_api(log)
     rt_rows, nfe_rows = [], []
-    if args.methods != "baselines,rex,sde":
+    if args.methods != "baselines,rex,ees,sde":
         suffix += "_" + re.sub(r"[^a-z0-9]+", "_", args.methods.lower()).strip("_")
     for name in args.models.split(","):
         run_model(

@@ -3,6 +3,11 @@
 from . import baselines as baselines
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
 from ._brownian import LawsonBrownianPath as LawsonBrownianPath, ReverseSDE as ReverseSDE
+from ._composition import (
+    EES27x5 as EES27x5,
+    suzuki_fractions as suzuki_fractions,
+    symmetric_composition as symmetric_composition,
+)
 from ._diagnostics import (
     GAP_WARNING as GAP_WARNING,
     coupling_gap as coupling_gap,
