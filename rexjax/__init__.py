@@ -2,7 +2,12 @@
 
 from . import baselines as baselines
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
-from ._brownian import LawsonBrownianPath as LawsonBrownianPath, ReverseSDE as ReverseSDE
+from ._brownian import (
+    AbstractLawsonBrownianPath as AbstractLawsonBrownianPath,
+    GridBrownianPath as GridBrownianPath,
+    LawsonBrownianPath as LawsonBrownianPath,
+    ReverseSDE as ReverseSDE,
+)
 from ._gmm import GaussianMixture as GaussianMixture
 from ._inversion import (
     ReversibleState as ReversibleState,
