@@ -246,6 +246,17 @@ def _split_state(solver, term, y, ts, args):
     return y, solver.init(term, ts[0], ts[-1], y, args)
 
 
+def _checked(sol: diffrax.Solution, y: Y) -> Y:
+    """`y`, raising if the solve failed: diffrax's `throw=True` check, passed through a scalar.
+
+    diffrax's own check sends the whole solution through the error branch, which XLA places on
+    one device: a batch-sharded state would be gathered there. Here only a scalar goes through
+    it, and `y * 1` (exact) ties the check to the output.
+    """
+    one = sol.result.error_if(jnp.ones(()), sol.result != diffrax.RESULTS.successful)
+    return jax.tree_util.tree_map(lambda x: x * one.astype(x.dtype), y)
+
+
 def sample(
     term: DiffusionTerm,
     solver: diffrax.AbstractSolver,
@@ -307,9 +318,11 @@ def sample(
         saveat=diffrax.SaveAt(t1=True, solver_state=full_state),
         max_steps=ts.shape[0] - 1,
         adjoint=adjoint,
+        throw=False,
     )
     y1 = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-    return ReversibleState(y1, sol.solver_state) if full_state else y1
+    y1, state1 = _checked(sol, (y1, sol.solver_state))
+    return ReversibleState(y1, state1) if full_state else y1
 
 
 @eqx.filter_jit
