@@ -251,10 +251,12 @@ def _checked(sol: diffrax.Solution, y: Y) -> Y:
 
     diffrax's own check sends the whole solution through the error branch, which XLA places on
     one device: a batch-sharded state would be gathered there. Here only a scalar goes through
-    it, and `y * 1` (exact) ties the check to the output.
+    it, and an optimisation barrier ties the check to the output without touching the state
+    (arithmetic with the checked scalar would also gather it).
     """
-    one = sol.result.error_if(jnp.ones(()), sol.result != diffrax.RESULTS.successful)
-    return jax.tree_util.tree_map(lambda x: x * one.astype(x.dtype), y)
+    checked = sol.result.error_if(jnp.ones(()), sol.result != diffrax.RESULTS.successful)
+    _, y = jax.lax.optimization_barrier((checked, y))
+    return y
 
 
 def sample(

@@ -125,8 +125,44 @@ def grads(model, y):
 
 
 def _collectives(fn, *args):
-    """Counts of each collective op in the compiled HLO, and the largest all-reduce operand."""
+    """Counts of each collective op in the compiled HLO outside the error branches, and the
+    largest all-reduce there.
+
+    The error branches of `eqx.error_if` (taken only to raise: a host callback placed on one
+    device, which gathers what it reports) are left out: they never run in a successful solve.
+    """
     text = fn.lower(*args).compile().as_text()
+    blocks = {}  # HLO computation name -> its text
+    for block in re.split(r"\n(?=\S)", text):
+        m = re.match(r"(?:ENTRY )?%?([\w.\-]+)", block)
+        if m:
+            blocks[m.group(1)] = block
+    calls = {
+        name: set(re.findall(r"(?:calls|to_apply|computation|body|condition)=%([\w.\-]+)", b))
+        | {
+            c
+            for grp in re.findall(r"branch_computations=\{([^}]*)\}", b)
+            for c in re.findall(r"%([\w.\-]+)", grp)
+        }
+        for name, b in blocks.items()
+    }
+    # The branches of error checks' conditionals, and everything they call.
+    todo = [
+        c
+        for b in blocks.values()
+        for line in b.splitlines()
+        if " conditional(" in line and "branched_error_if" in line
+        for c in re.findall(r"(?:computation|branch_computations)=\{?%([\w.\-]+)", line)
+        + re.findall(r"%([\w.\-]+)", line.split("branch_computations=")[-1])
+        * ("branch_computations=" in line)
+    ]
+    errors = set()
+    while todo:
+        c = todo.pop()
+        if c in blocks and c not in errors:
+            errors.add(c)
+            todo += calls[c]
+    text = "\n".join(b for name, b in blocks.items() if name not in errors)
     counts = {
         op: len(re.findall(rf"\b{op}(-start)?\(", text))
         for op in ("all-gather", "all-to-all", "collective-permute", "all-reduce")
