@@ -72,7 +72,7 @@ T_START, T_END = 1.0, 1e-3
 STEPS = (10, 15, 25, 50, 100)
 NFE_STEPS = (10, 15, 25, 50, 100, 200, 400)
 PAD = 400  # every grid is padded to this length: one compilation per solver kind and dtype
-COUPLINGS = (1.0, 0.999, 0.99, 0.9)
+COUPLINGS = (1.0, 0.999, 0.99, 0.9, "auto")
 REF_STEPS = (300, 600)  # the networks' reference: Princeps(Tsit5) on these log-SNR grids
 PREDICTIONS = ("data", "noise")
 RATIO_SAFE = 1.5
@@ -249,13 +249,35 @@ def _rex_all_couplings(term, rex, zetas, y, ts, n, args):
     return jax.vmap(one)(zetas)
 
 
+@eqx.filter_jit
+def _rex_auto(term, rex, y, ts, n, args):
+    solver = eqx.tree_at(lambda s: s.coupling, rex, "auto")
+    x, xh = forward(term, solver, y, y, ts, n, args)
+    lat, lat_state = backward(term, solver, x, x, ts, n, args)
+    rec, _ = forward(term, solver, lat, lat_state, ts, n, args)
+    return x, xh, rec
+
+
 def run_rex(model, rex, couplings, n, dtype):
-    """Rex at every coupling at once (vmapped; one compilation per base, prediction and dtype):
-    per coupling (sample, xh at the end, the sample after invert -> sample)."""
+    """Rex at every coupling (the numbers vmapped: one compilation per base, prediction and
+    dtype; "auto", a coupling per step, separately): per coupling (sample, xh at the end, the
+    sample after invert -> sample)."""
     term, y = model.terms[dtype], model.noise.astype(dtype)
     ts = padded_grid(model.schedule, n, dtype)
-    zetas = jnp.asarray(couplings, dtype)
-    return _rex_all_couplings(term, rex, zetas, y, ts, jnp.asarray(n), model.args)
+    fixed = [z for z in couplings if z != "auto"]
+    outs = {}
+    if fixed:
+        zetas = jnp.asarray(fixed, dtype)
+        stacked = _rex_all_couplings(term, rex, zetas, y, ts, jnp.asarray(n), model.args)
+        outs.update({z: tuple(a[i] for a in stacked) for i, z in enumerate(fixed)})
+    if "auto" in couplings:
+        outs["auto"] = _rex_auto(term, rex, y, ts, jnp.asarray(n), model.args)
+    return tuple(jnp.stack([outs[z][k] for z in couplings]) for k in range(3))
+
+
+def zeta_label(zeta) -> str:
+    """A coupling as printed: a number, or "auto"."""
+    return zeta if isinstance(zeta, str) else f"{zeta:g}"
 
 
 def check_against_public_api(model, base, log):
@@ -443,7 +465,7 @@ def readme_table(verdicts, model):
                 row.append(f"{ratios} {verdict}")
             table.append(row)
     zetas = dict.fromkeys(v["coupling"] for v in sel)
-    return markdown_table(table, ["base", "prediction", *[f"ζ={z:g}" for z in zetas]])
+    return markdown_table(table, ["base", "prediction", *[f"ζ={zeta_label(z)}" for z in zetas]])
 
 
 def reading(verdicts, model):
@@ -456,7 +478,7 @@ def reading(verdicts, model):
     safe = [k for k, vs in both.items() if len(vs) == len(RT_FLOOR) and all(v["safe"] for v in vs)]
     lines = [
         "Safe (both dtypes): "
-        + (", ".join(f"{b} {p} ζ={z:g}" for b, p, z in safe) if safe else "none")
+        + (", ".join(f"{b} {p} ζ={zeta_label(z)}" for b, p, z in safe) if safe else "none")
         + "."
     ]
     for pred in PREDICTIONS:
@@ -529,7 +551,7 @@ def report(out, log, title_line):
                         v["model"],
                         v["base"],
                         v["prediction"],
-                        f"{v['coupling']:g}",
+                        zeta_label(v["coupling"]),
                         v["dtype"],
                         v["max_ratio"],
                         v["worst_steps"],
@@ -562,7 +584,8 @@ def report(out, log, title_line):
                     == (r0["base"], r0["prediction"], r0["method"], str(r0["coupling"]))
                 ]
                 by_n = {r["steps"]: r["error"] for r in same}
-                label = "Princeps" if r0["method"] == "Princeps" else f"Rex ζ={r0['coupling']:g}"
+                zeta = zeta_label(r0["coupling"])
+                label = "Princeps" if r0["method"] == "Princeps" else f"Rex ζ={zeta}"
                 table.append(
                     [
                         r0["base"],
@@ -634,7 +657,7 @@ def plot(rows, nfe_rows, out, log):
                         for r in cur
                         if ("Princeps" if r["method"] == "Princeps" else r["coupling"]) == key
                     )
-                    label = key if key == "Princeps" else f"Rex ζ={key:g}"
+                    label = key if key == "Princeps" else f"Rex ζ={zeta_label(key)}"
                     ax.loglog(
                         *zip(*pts, strict=True),
                         marker="o",
@@ -678,7 +701,7 @@ def plot(rows, nfe_rows, out, log):
                 and (zeta is None or r["coupling"] == zeta)
             )
             if pts:
-                label = f"{method} {base}" + ("" if zeta is None else f" ζ={zeta:g}")
+                label = f"{method} {base}" + ("" if zeta is None else f" ζ={zeta_label(zeta)}")
                 ax.loglog(
                     *zip(*pts, strict=True),
                     marker="o",
@@ -730,7 +753,7 @@ def main(argv=None):
         return 0
     base_names = opts.bases.split(",")
     steps = tuple(int(n) for n in opts.steps.split(","))
-    couplings = tuple(float(z) for z in opts.couplings.split(","))
+    couplings = tuple(z if z == "auto" else float(z) for z in opts.couplings.split(","))
     dtypes = opts.dtypes.split(",")
     nfe_steps = NFE_STEPS
     if opts.quick:

@@ -2,7 +2,12 @@
 
 from . import baselines as baselines
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
-from ._brownian import LawsonBrownianPath as LawsonBrownianPath, ReverseSDE as ReverseSDE
+from ._brownian import (
+    AbstractLawsonBrownianPath as AbstractLawsonBrownianPath,
+    GridBrownianPath as GridBrownianPath,
+    LawsonBrownianPath as LawsonBrownianPath,
+    ReverseSDE as ReverseSDE,
+)
 from ._composition import (
     EES27x5 as EES27x5,
     suzuki_fractions as suzuki_fractions,

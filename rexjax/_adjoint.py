@@ -13,7 +13,16 @@ where $a$ are the `args`, $\theta$ the arrays inside the terms (the model's para
 Brownian path) and $\overline{\mathrm{dense}}_k$ the cotangent of the step's dense output from
 any `SaveAt(ts=...)` times inside it. This is discretise-then-optimise: the gradient of the
 computed solution, equal to backpropagation through the solver up to round-off, at O(1) memory in
-the number of steps (plus the accepted times) and about three forward steps of compute per step.
+the number of steps (plus the accepted times).
+
+Compute. For `rexjax.Rex` the backward pass reuses the inverse's work: the inverse evaluates
+the two Lawson increments of the step, $\psi^-(y_{k+1})$ then $\psi(\hat y_k)$, at exactly the
+points where the forward step evaluates them, so it linearises them there (`jax.vjp`) and the
+VJP of the forward step is assembled from those two linearisations and the step's linear
+combinations. A step backwards then costs two model evaluations and two model VJPs, as for
+`diffrax.RecursiveCheckpointAdjoint` with every step checkpointed (without it: a third
+forward step). When the schedule or the Brownian path themselves are differentiated, the
+generic route (reconstruct, then VJP the forward step) is taken.
 
 The adjoint is written against diffrax 0.7.2 without patching it: it records the accepted times
 with an extra `SubSaveAt(steps=True)` and allocates its buffer with diffrax's private
@@ -34,8 +43,12 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from diffrax._integrate import SaveState  # noqa: PLC2701  (private: diffrax is pinned exactly)
+from diffrax._term import WrapTerm  # noqa: PLC2701  (private: diffrax is pinned exactly)
 
-from ._reversible import AbstractReversibleSolver
+from ._brownian import ReverseSDE
+from ._lawson import lawson_increment
+from ._reversible import AbstractReversibleSolver, Rex, base_tableau, unwrap_term
+from ._tree import add as _tree_add, lin as _lin, scale as _scale
 
 
 _lax_while = ft.partial(eqxi.while_loop, kind="lax")
@@ -163,6 +176,65 @@ def _mark_nondifferentiable(final_state):
         ),
         is_leaf=_is_none,
     )
+
+
+def _fusable(solver, perturbed_terms) -> bool:
+    """Whether the fused `Rex` pull-back applies: a `Rex` solver, and nothing differentiated in
+    the terms but the model (its step coefficients and noise are then constants)."""
+    if not isinstance(solver, Rex):
+        return False
+    term = perturbed_terms.term if isinstance(perturbed_terms, WrapTerm) else perturbed_terms
+    if isinstance(term, ReverseSDE):
+        if any(jtu.tree_leaves(term.path)):
+            return False
+        term = term.term
+    schedule = getattr(term, "schedule", None)
+    return schedule is not None and not any(jtu.tree_leaves(schedule))
+
+
+def _rex_reconstruct(solver, terms, tau0, tau1, y1, s1, diff, nondiff):
+    r"""Rex's inverse step from $(y_1, \hat y_1)$, linearising its two Lawson increments, and
+    the pull-back of the forward step assembled from them.
+
+    Forward: $y_1 = r(\zeta y_0 + (1-\zeta)\hat y_0) + \kappa_1\psi(\hat y_0)$,
+    $\hat y_1 = r\hat y_0 - \kappa_1\psi^-(y_1)$. Given $(\bar y_1, \bar{\hat y}_1)$ and the dense
+    output's cotangents: $g = \bar y_1 + \partial\psi^-(y_1)^\top(-\kappa_1\bar{\hat y}_1)$,
+    $\bar y_0 = r\zeta g$, $\bar{\hat y}_0 = r\bar{\hat y}_1 + r(1-\zeta)g +
+    \partial\psi(\hat y_0)^\top(\kappa_1 g)$, the parameters collecting both VJPs.
+
+    **Returns:** `(y0, yh0, info, pullback)` with `pullback(ct_y1, ct_s1, ct_info) ->
+    (ct_y0, ct_s0, ct_args, ct_terms)`.
+    """
+    diff_args, diff_terms = diff
+    nondiff_args, nondiff_terms = nondiff
+    _, t0, t1, v, r, kappa0, kappa1, noise = solver._parts(terms, tau0, tau1)
+    tableau, zeta = base_tableau(solver.base), solver.coupling
+
+    def increment(start, end, nz):
+        def fn(y, d_args, d_terms):
+            term, _, _ = unwrap_term(eqx.combine(d_terms, nondiff_terms), tau0, tau1)
+            term = term.term if isinstance(term, ReverseSDE) else term
+            a = eqx.combine(d_args, nondiff_args)
+            return lawson_increment(tableau, v, term, start, end, y, a, nz)[0]
+
+        return fn
+
+    back_noise = None if noise is None else noise.reversed()
+    psi_back, vjp_back = jax.vjp(increment(t1, t0, back_noise), y1, diff_args, diff_terms)
+    yh0 = _lin(1 / r, s1, kappa0, psi_back)
+    psi, vjp_fwd = jax.vjp(increment(t0, t1, noise), yh0, diff_args, diff_terms)
+    y0 = _lin(1 / (r * zeta), y1, jnp.asarray(1 - 1 / zeta), yh0)
+    y0 = _lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi)
+
+    def pullback(ct_y1, ct_s1, ct_info):
+        dy1, da_back, dt_back = vjp_back(_scale(-kappa1, ct_s1))
+        g = _tree_add(_tree_add(ct_y1, ct_info["y1"]), dy1)
+        ct_y0 = _tree_add(_scale(r * zeta, g), ct_info["y0"])
+        dyh0, da_fwd, dt_fwd = vjp_fwd(_scale(kappa1, g))
+        ct_s0 = _tree_add(_lin(r, ct_s1, r * (1 - zeta), g), dyh0)
+        return ct_y0, ct_s0, _tree_add(da_back, da_fwd), _tree_add(dt_back, dt_fwd)
+
+    return y0, yh0, dict(y0=y0, y1=y1), pullback
 
 
 class ReversibleAdjoint(diffrax.AbstractAdjoint):
@@ -337,6 +409,7 @@ def _reversible_loop_bwd(
     diff_args, nondiff_args = eqx.partition(args, perturbed_args)
     diff_terms, nondiff_terms = eqx.partition(terms, perturbed_terms)
     times = jnp.concatenate([jnp.asarray(t0, record_ts.dtype)[None], record_ts])
+    fused = _fusable(solver, perturbed_terms)
 
     subs = jtu.tree_leaves(saveat.subs[0], is_leaf=_is_subsaveat)
     grad_save_states, _ = grad_final_state.save_state
@@ -407,21 +480,37 @@ def _reversible_loop_bwd(
     def step_body(carry):
         k, y1, s1, ct_y, ct_s, ct_args, ct_terms, pointers = carry
         tau0, tau1 = times[k - 1], times[k]
-        # Reconstruct the state at the start of the step with the exact inverse...
-        y0, _, s0, _ = solver.backward_step(terms, tau0, tau1, y1, args, None, s1, False)
+        if fused:
+            y0, s0, info, pullback = _rex_reconstruct(
+                solver,
+                terms,
+                tau0,
+                tau1,
+                y1,
+                s1,
+                (diff_args, diff_terms),
+                (nondiff_args, nondiff_terms),
+            )
+        else:
+            # Reconstruct the state at the start of the step with the exact inverse...
+            y0, _, s0, _ = solver.backward_step(terms, tau0, tau1, y1, args, None, s1, False)
 
-        # ...then take the VJP of the forward step there.
-        def forward(y, s, d_args, d_terms):
-            a = eqx.combine(d_args, nondiff_args)
-            tm = eqx.combine(d_terms, nondiff_terms)
-            y_next, _, info, s_next, _ = solver.step(tm, tau0, tau1, y, a, s, False)
-            return y_next, s_next, info
+            # ...then take the VJP of the forward step there.
+            def forward(y, s, d_args, d_terms):
+                a = eqx.combine(d_args, nondiff_args)
+                tm = eqx.combine(d_terms, nondiff_terms)
+                y_next, _, info, s_next, _ = solver.step(tm, tau0, tau1, y, a, s, False)
+                return y_next, s_next, info
 
-        (_, _, info), vjp = jax.vjp(forward, y0, s0, diff_args, diff_terms)
+            (_, _, info), vjp = jax.vjp(forward, y0, s0, diff_args, diff_terms)
+
+            def pullback(ct_y1, ct_s1, ct_info):
+                return vjp((ct_y1, ct_s1, ct_info))
+
         pointers, ct_info, ct_args = pull_dense(
             tau0, tau1, k == 1, info, pointers, _zeros(info), ct_args
         )
-        dy, ds, da, dterms = vjp((ct_y, ct_s, ct_info))
+        dy, ds, da, dterms = pullback(ct_y, ct_s, ct_info)
         return k - 1, y0, s0, dy, ds, _add(ct_args, da), _add(ct_terms, dterms), pointers
 
     carry = (num_steps, y_final, state_final, ct_y, ct_state, ct_args, ct_terms, pointers)

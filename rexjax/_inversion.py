@@ -8,7 +8,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._adjoint import ReversibleAdjoint
-from ._brownian import LawsonBrownianPath, ReverseSDE
+from ._brownian import GridBrownianPath, LawsonBrownianPath, ReverseSDE
 from ._custom_types import Args, RealScalarLike, Times, Y
 from ._lawson import LawsonVariables
 from ._reversible import (
@@ -146,10 +146,16 @@ def reverse_sde(
 ) -> ReverseSDE:
     r"""The reverse-time SDE of `term`, driven by a Brownian path replayable from `key`.
 
-    The path is a `diffrax.VirtualBrownianTree` in the Lawson time of `solver.prediction`, on the
-    interval spanned by `ts` (padded by `tol`), with the shape and dtype of `y` (a batch gets
-    independent noise per element) and space-time Lévy area (always: one key is one path,
-    whichever SDE method integrates it).
+    The path lives in the Lawson time of `solver.prediction`, with the shape and dtype of `y` (a
+    batch gets independent noise per element, a function of the element's global index and the
+    key only, see `rexjax.GridBrownianPath`). By default (`tol=None`) it is a
+    `rexjax.GridBrownianPath` on the grid `ts`: each step's increment and space-time Lévy area
+    are drawn directly, O(1) per step; every step must then be one interval of `ts`. With an
+    explicit `tol` it is a `diffrax.VirtualBrownianTree` on the interval spanned by `ts` (padded
+    by `tol`), which any steps longer than `tol` can query: for adaptive steps, or one path
+    shared by several grids. Both carry the space-time Lévy area (one key is one path,
+    whichever SDE method integrates it); the grid and tree paths of one key are different
+    paths.
     The same `(term, solver, key, ts, y-shape, tol)` always gives the same path: this is how
     `rexjax.sample(..., key=key)` and `rexjax.invert(..., key=key)` share their noise.
 
@@ -172,11 +178,11 @@ def reverse_sde(
         must be `diffrax.Euler()` (Euler–Maruyama) or an additive-noise SRK (`diffrax.ShARK()`,
         `SRA1()`, `SEA()`).
     - `key`: a JAX PRNG key: the whole path is a function of it.
-    - `ts`: the grid (or just its end points); the tree spans its Lawson times.
+    - `ts`: the grid (or, with `tol`, just its end points).
     - `y`: the state (or anything with its pytree structure, shapes and dtypes).
-    - `tol`: the tree's tolerance in Lawson-time units. Default: half the smallest step of
-        `ts` in the Lawson time. It must be smaller than every step (checked here for concrete
-        grids and at run time for every step).
+    - `tol`: `None` (default) for the grid path; a number for a Brownian tree with that
+        tolerance in Lawson-time units. It must be smaller than every step (checked here for
+        concrete grids and at run time for every step).
 
     **Returns:** a `rexjax.ReverseSDE`, a diffrax term for `Rex` / `Princeps`.
     """
@@ -192,29 +198,32 @@ def reverse_sde(
         raise ValueError(f"`ts` must be 1-D with >= 2 times; got shape {ts.shape}.")
     s = v.time(ts)
     steps = jnp.abs(jnp.diff(s))
-    if tol is None:
-        tol = 0.5 * jnp.min(steps)
-    tol = jnp.asarray(tol, s.dtype)
-    if not isinstance(s, jax.core.Tracer) and not isinstance(tol, jax.core.Tracer):
-        s_np, tol_np = np.asarray(s), float(tol)
+    if not isinstance(s, jax.core.Tracer):
+        s_np = np.asarray(s)
         if not (np.all(np.isfinite(s_np)) and np.all(s_np > 0)):
             raise ValueError(
                 "The reverse SDE needs alpha(t) > 0 and sigma(t) > 0 on the whole grid (its "
                 "Lawson time is exp(+-2 log-SNR)); end the grid inside the schedule's domain, "
                 "e.g. at t=1e-3."
             )
+    del tableau  # checked above: the base is an SDE method
+    _check_noise_coupling(solver, s)
+    shape = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), y)
+    if tol is None:
+        times = jnp.where(s[0] <= s[-1], s, s[::-1])
+        return ReverseSDE(term, GridBrownianPath(times, key, shape, solver.prediction))
+    tol = jnp.asarray(tol, s.dtype)
+    if not isinstance(s, jax.core.Tracer) and not isinstance(tol, jax.core.Tracer):
+        tol_np = float(tol)
         if not tol_np > 0:
             raise ValueError(f"tol must be positive; got {tol_np}.")
         if ts.shape[0] > 2 and not tol_np < float(np.min(np.asarray(steps))):
             raise ValueError(
                 f"The Brownian tree's tolerance {tol_np:.3g} is not smaller than the smallest "
                 f"step of the grid in the Lawson time ({float(np.min(np.asarray(steps))):.3g}): "
-                "increments would not have the law of a Brownian motion. Leave tol=None (half "
-                "the smallest step) or pass a smaller one."
+                "increments would not have the law of a Brownian motion. Leave tol=None (the "
+                "grid path) or pass a smaller one."
             )
-    del tableau  # checked above: the base is an SDE method
-    _check_noise_coupling(solver, s)
-    shape = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), y)
     # Padding by tol keeps queries at the grid's end points inside the tree even if their
     # Lawson times are recomputed with a different rounding.
     # Always with space-time Lévy area, whatever the method: diffrax's tree draws a different
@@ -238,6 +247,19 @@ def _split_state(solver, term, y, ts, args):
     if isinstance(y, ReversibleState):
         return y.y, y.solver_state
     return y, solver.init(term, ts[0], ts[-1], y, args)
+
+
+def _checked(sol: diffrax.Solution, y: Y) -> Y:
+    """`y`, raising if the solve failed: diffrax's `throw=True` check, passed through a scalar.
+
+    diffrax's own check sends the whole solution through the error branch, which XLA places on
+    one device: a batch-sharded state would be gathered there. Here only a scalar goes through
+    it, and an optimisation barrier ties the check to the output without touching the state
+    (arithmetic with the checked scalar would also gather it).
+    """
+    checked = sol.result.error_if(jnp.ones(()), sol.result != diffrax.RESULTS.successful)
+    _, y = jax.lax.optimization_barrier((checked, y))
+    return y
 
 
 def sample(
@@ -268,7 +290,9 @@ def sample(
     - `key`: `None` (default) integrates the probability-flow ODE; a PRNG key integrates the
         reverse-time SDE driven by the Brownian path of that key (`rexjax.reverse_sde`): the
         same key gives the same sample bitwise, and `invert` with the same key inverts it.
-    - `tol`: the Brownian tree's tolerance (SDE only; default: from the grid).
+    - `tol`: SDE only: `None` (default) drives the SDE by a `rexjax.GridBrownianPath` on `ts`
+        (O(1) per step); a number uses a Brownian tree of that tolerance instead (the
+        path of `rexjax.adaptive_grid`, or one path shared by several grids).
     - `full_state`: return a `ReversibleState` (solution and solver state) instead of the
         solution alone; `rexjax.invert` of it reconstructs the input exactly.
     - `adjoint`: how to differentiate the solve. Default: `rexjax.ReversibleAdjoint()` (exact
@@ -299,9 +323,11 @@ def sample(
         saveat=diffrax.SaveAt(t1=True, solver_state=full_state),
         max_steps=ts.shape[0] - 1,
         adjoint=adjoint,
+        throw=False,
     )
     y1 = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-    return ReversibleState(y1, sol.solver_state) if full_state else y1
+    y1, state1 = _checked(sol, (y1, sol.solver_state))
+    return ReversibleState(y1, state1) if full_state else y1
 
 
 @eqx.filter_jit

@@ -12,7 +12,7 @@ import numpy as np
 from diffrax import RESULTS, AbstractTerm, ButcherTableau, LocalLinearInterpolation
 from diffrax._term import WrapTerm  # noqa: PLC2701  (private: diffrax is pinned exactly)
 
-from ._brownian import LawsonBrownianPath, ReverseSDE
+from ._brownian import AbstractLawsonBrownianPath, ReverseSDE
 from ._custom_types import Args, RealScalarLike, Y
 from ._lawson import LawsonNoise, LawsonVariables, NoiseTableau, Prediction, lawson_increment
 from ._tableaus import EES27, EULER_TABLEAU, ExplicitTableau
@@ -140,9 +140,9 @@ def _split_sde(terms, t0, t1, prediction, base):
 
 
 def _step_noise(
-    path: LawsonBrownianPath | None, base, v: LawsonVariables, t0, t1
+    path: AbstractLawsonBrownianPath | None, base, v: LawsonVariables, t0, t1
 ) -> LawsonNoise | None:
-    """The noise of the step from t0 to t1 (sampling direction), one tree query."""
+    """The noise of the step from t0 to t1 (sampling direction), one path query."""
     if path is None:
         return None
     return path.noise(noise_tableau(base), v.time(t0), v.time(t1))

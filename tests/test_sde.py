@@ -296,7 +296,8 @@ def test_step_shorter_than_tree_tolerance_is_a_runtime_error():
     term, coarse, fine = _gauss().term(), _grid(5), _grid(40)
     y = jnp.zeros((3,))
     solver = rx.Rex(diffrax.Euler(), "data")
-    sde = rx.reverse_sde(term, solver, KEY, coarse, y)
+    s = rx.LawsonVariables(SCHEDULE, "data", stochastic=True).time(coarse)
+    sde = rx.reverse_sde(term, solver, KEY, coarse, y, tol=0.5 * float(jnp.min(jnp.diff(s))))
     with pytest.raises(Exception, match="shorter \\(in the Lawson time\\) than the Brownian"):
         diffrax.diffeqsolve(
             sde, solver, fine[0], fine[-1], None, y, stepsize_controller=diffrax.StepTo(fine)
