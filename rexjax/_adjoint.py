@@ -208,7 +208,7 @@ def _rex_reconstruct(solver, terms, tau0, tau1, y1, s1, diff, nondiff):
     diff_args, diff_terms = diff
     nondiff_args, nondiff_terms = nondiff
     _, t0, t1, v, r, kappa0, kappa1, noise = solver._parts(terms, tau0, tau1)
-    tableau, zeta = base_tableau(solver.base), solver.coupling
+    tableau, zeta = base_tableau(solver.base), solver.step_coupling(v, t0, t1)
 
     def increment(start, end, nz):
         def fn(y, d_args, d_terms):
@@ -223,7 +223,7 @@ def _rex_reconstruct(solver, terms, tau0, tau1, y1, s1, diff, nondiff):
     psi_back, vjp_back = jax.vjp(increment(t1, t0, back_noise), y1, diff_args, diff_terms)
     yh0 = _lin(1 / r, s1, kappa0, psi_back)
     psi, vjp_fwd = jax.vjp(increment(t0, t1, noise), yh0, diff_args, diff_terms)
-    y0 = _lin(1 / (r * zeta), y1, jnp.asarray(1 - 1 / zeta), yh0)
+    y0 = _lin(1 / (r * zeta), y1, 1 - 1 / zeta, yh0)
     y0 = _lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi)
 
     def pullback(ct_y1, ct_s1, ct_info):
