@@ -3,6 +3,7 @@
 from . import baselines as baselines
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
 from ._brownian import LawsonBrownianPath as LawsonBrownianPath, ReverseSDE as ReverseSDE
+from ._exact import ExactRex as ExactRex, ExactState as ExactState
 from ._gmm import GaussianMixture as GaussianMixture
 from ._inversion import (
     ReversibleState as ReversibleState,
