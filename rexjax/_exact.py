@@ -285,29 +285,35 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _psi(self, v, term, t0, t1, x, args, noise):
-        r"""$\Psi$ as a branch of a `jax.lax.cond` (on $t_0 \ne t_1$; a zero-length step has
-        $\Psi = 0$): XLA compiles a branch as its own computation, so the arithmetic of
-        $\Psi$ does not depend on what surrounds it (fusion decisions of the forward and the
-        backward programs), and both directions evaluate it bit-identically."""
+    def _psi(self, v, term, path, t0, t1, x, args, *, reverse: bool):
+        r"""$\Psi_h(t_0 \to t_1, x)$, or $\Psi_{-h}(t_1 \to t_0, x)$ with the step's Brownian
+        increment reversed (`reverse=True`), as a branch of a `jax.lax.cond` (on
+        $t_0 \ne t_1$; a zero-length step has $\Psi = 0$). XLA compiles a branch as its own
+        computation, so the arithmetic of $\Psi$ (the Brownian query included) does not
+        depend on what surrounds it (the fusion decisions of the forward and the backward
+        programs): both directions evaluate it bit-identically."""
 
-        def compute(operands):
-            x, t0, t1, noise, args = operands
-            psi, err = lawson_increment(
-                base_tableau(self.base), v, term, t0, t1, x, args, noise
-            )
-            return psi, err
+        def compute(dynamic):
+            x, t0, t1, path, args, term_, v_ = eqx.combine(dynamic, static)
+            noise = _step_noise(path, self.base, v_, t0, t1)
+            if reverse:
+                t0, t1, noise = t1, t0, _reversed(noise)
+            return lawson_increment(base_tableau(self.base), v_, term_, t0, t1, x, args, noise)
 
-        def zero(operands):
-            psi, err = jax.eval_shape(compute, operands)
+        def zero(dynamic):
+            psi, err = jax.eval_shape(compute, dynamic)
             return jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), (psi, err))
 
-        return jax.lax.cond(t0 != t1, compute, zero, (x, t0, t1, noise, args))
+        # Every array the branch reads (the model's parameters and the Brownian path included)
+        # goes through an optimisation barrier, so that XLA cannot constant-fold closed-over
+        # values with its own (compile-time) arithmetic in one program and not the other.
+        dynamic, static = eqx.partition((x, t0, t1, path, args, term, v), eqx.is_array)
+        dynamic = jax.lax.optimization_barrier(dynamic)
+        return jax.lax.cond(t0 != t1, compute, zero, dynamic)
 
     def _parts(self, terms, t0, t1):
         term, path, t0, t1, v = self._variables(terms, t0, t1)
-        noise = _step_noise(path, self.base, v, t0, t1)
-        return term, t0, t1, v, jnp.exp(v.log_kappa(t0)), jnp.exp(v.log_kappa(t1)), noise
+        return term, path, t0, t1, v, jnp.exp(v.log_kappa(t0)), jnp.exp(v.log_kappa(t1))
 
     def _lawson_view(self, n, exponent, dtype):
         _, down = self._scale(exponent, dtype)
@@ -315,7 +321,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state: ExactState, made_jump):
         del made_jump
-        term, t0, t1, v, kappa0, kappa1, noise = self._parts(terms, t0, t1)
+        term, path, t0, t1, v, kappa0, kappa1 = self._parts(terms, t0, t1)
         s, dtype = solver_state, _dtype(y0)
         limit, exponent = self._limit(dtype), solver_state.exponent
         # Float copies with the exact (integer) values and the derivatives of y0, y_hat.
@@ -327,11 +333,9 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
             _scale(1 / kappa0, s.y_hat),
             self._lawson_view(s.n_hat, exponent, dtype),
         )
-        psi, err = self._psi(v, term, t0, t1, _scale(kappa0, yh0s), args, noise)
+        psi, err = self._psi(v, term, path, t0, t1, _scale(kappa0, yh0s), args, reverse=False)
         psi = _finite(psi, "an ExactRex step (forward substep)")
-        n1 = jtu.tree_map(
-            jnp.add, s.n, self._quantise(psi, exponent, limit, "a forward increment")
-        )
+        n1 = jtu.tree_map(jnp.add, s.n, self._quantise(psi, exponent, limit, "a forward increment"))
         n1 = _checked(n1, limit, "the state after a step", self.x_max)
         y1s = jtu.tree_map(
             _straight_through,
@@ -339,7 +343,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
             self._lawson_view(n1, exponent, dtype),
         )
         y1 = _scale(kappa1, y1s)
-        psi_back, _ = self._psi(v, term, t1, t0, y1, args, _reversed(noise))
+        psi_back, _ = self._psi(v, term, path, t0, t1, y1, args, reverse=True)
         psi_back = _finite(psi_back, "an ExactRex step (reverse substep)")
         nh1 = jtu.tree_map(
             jnp.subtract, s.n_hat, self._quantise(psi_back, exponent, limit, "a reverse increment")
@@ -356,18 +360,18 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
 
     def backward_step(self, terms, t0, t1, y1, args, ts_state, solver_state, made_jump):
         del ts_state, made_jump
-        term, t0, t1, v, kappa0, kappa1, noise = self._parts(terms, t0, t1)
+        term, path, t0, t1, v, kappa0, kappa1 = self._parts(terms, t0, t1)
         s, dtype = solver_state, _dtype(y1)
         limit, exponent = self._limit(dtype), solver_state.exponent
         x1 = self._view(s.n, exponent, kappa1, dtype)  # bitwise the forward step's y1
-        psi_back, _ = self._psi(v, term, t1, t0, x1, args, _reversed(noise))
+        psi_back, _ = self._psi(v, term, path, t0, t1, x1, args, reverse=True)
         psi_back = _finite(psi_back, "an ExactRex backward step")
         nh0 = jtu.tree_map(
             jnp.add, s.n_hat, self._quantise(psi_back, exponent, limit, "a reverse increment")
         )
         nh0 = _checked(nh0, limit, "the coupled copy in a backward step", self.x_max)
         xh0 = self._view(nh0, exponent, kappa0, dtype)
-        psi, _ = self._psi(v, term, t0, t1, xh0, args, noise)
+        psi, _ = self._psi(v, term, path, t0, t1, xh0, args, reverse=False)
         psi = _finite(psi, "an ExactRex backward step")
         n0 = jtu.tree_map(
             jnp.subtract, s.n, self._quantise(psi, exponent, limit, "a forward increment")

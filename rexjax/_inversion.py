@@ -180,8 +180,8 @@ def reverse_sde(
     """
     if not isinstance(solver, Rex | Princeps | NearReversible | ExactRex):
         raise ValueError(
-            f"The reverse SDE is integrated by rexjax.Rex, ExactRex, Princeps or NearReversible; got "
-            f"{type(solver).__name__}."
+            "The reverse SDE is integrated by rexjax.Rex, ExactRex, Princeps or NearReversible; "
+            f"got {type(solver).__name__}."
         )
     tableau = noise_tableau(solver.base)
     v = LawsonVariables(term.schedule, solver.prediction, stochastic=True)
