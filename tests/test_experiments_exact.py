@@ -1,5 +1,6 @@
 """The ExactRex study runs end to end (`--quick`) and measures what it claims."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ def test_exact_rex_study_quick(tmp_path):
     import common
 
     cmd = [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # This checkout's rexjax, not an installed one.
+    env = dict(os.environ, PYTHONPATH=str(SCRIPT.parents[1]))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for name in ("exact_rex.md", "exact_rex_accuracy.csv", "exact_rex_speed.csv"):
         assert (tmp_path / name).exists()
