@@ -23,6 +23,9 @@ MIXTURE = rx.GaussianMixture.default(SCHEDULE)
 TERM = MIXTURE.term()
 
 
+_SLOW = pytest.mark.slow  # compile-heavy cases (the default suite's time budget)
+
+
 def _bitwise_round_trip(solver, x0, ts, key=None, term=TERM):
     """data -> noise -> data with rexjax.invert/sample: (output, x0 on the grid)."""
     latent = rx.invert(term, solver, x0, ts, key=key)
@@ -40,12 +43,11 @@ def _bitwise_round_trip(solver, x0, ts, key=None, term=TERM):
 @pytest.mark.parametrize(
     "dtype, prediction, base",
     [
-        (jnp.float32, "data", diffrax.Euler()),
-        (jnp.float32, "noise", rx.EES27()),
-        (jnp.float64, "data", rx.EES27()),
-        (jnp.float64, "noise", rx.RK4()),
+        pytest.param(jnp.float32, "data", diffrax.Euler(), id="f32-data-Euler"),
+        pytest.param(jnp.float32, "noise", rx.EES27(), id="f32-noise-EES27", marks=_SLOW),
+        pytest.param(jnp.float64, "data", rx.EES27(), id="f64-data-EES27", marks=_SLOW),
+        pytest.param(jnp.float64, "noise", rx.RK4(), id="f64-noise-RK4"),
     ],
-    ids=["f32-data-Euler", "f32-noise-EES27", "f64-data-EES27", "f64-noise-RK4"],
 )
 def test_round_trip_is_bitwise(dtype, prediction, base):
     solver = rx.ExactRex(base, prediction)
@@ -82,6 +84,7 @@ def test_word_sizes_and_defaults():
         assert state.n.dtype == word and state.y_hat.dtype == dtype
 
 
+@pytest.mark.slow
 def test_sde_round_trip_is_bitwise_and_adaptive_grid_replayed():
     x0 = MIXTURE.sample_data(jax.random.key(3), 8)
     ts = rx.log_snr_grid(SCHEDULE, 1.0, 1e-3, 10)
