@@ -203,25 +203,12 @@ def speed(steps, log, repeats=3):
     return [row]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument("--out", default=None, help="results folder")
-    args = parser.parse_args()
-    out = common.out_dir(args.out)
-    log = common.Log()
-    log(common.header("exact_rex" + (" (quick)" if args.quick else "")))
-    if args.quick:
-        acc = accuracy([10], ["EES27"], [jnp.float64], log)
-        trips = round_trips(["mixture"], 10, log, ["ExactRex EES27 (data)", "EDICT p=0.93"])
-        spd = speed(10, log, repeats=1)
-    else:
-        acc = accuracy([10, 25, 50, 100], ["EES27", "RK4"], [jnp.float64, jnp.float32], log)
-        trips = round_trips(["mixture", "random UNet"], 50, log)
-        spd = speed(50, log)
+def write_results(out, title, acc, trips, spd):
+    """The CSVs, the markdown tables and the plot of one run."""
     common.write_csv(acc, out / "exact_rex_accuracy.csv")
     common.write_csv(trips, out / "exact_rex_round_trips.csv")
-    common.write_csv(spd, out / "exact_rex_speed.csv")
+    if spd:
+        common.write_csv(spd, out / "exact_rex_speed.csv")
     acc_table = common.markdown_table(
         [
             [r["base"], r["dtype"], r["steps"], r["rex_error"], r["exact_error"], r["ratio"]]
@@ -240,7 +227,7 @@ def main():
     )
     common.write_markdown(
         out / "exact_rex.md",
-        log.lines[0],
+        title,
         [
             ("Sample error vs Dopri8 (mixture, data prediction)", acc_table),
             ("Round trips, max |sample(invert(x)) - x| / max |x|", trip_table),
@@ -270,6 +257,25 @@ def main():
         ax.set_title("ExactRex vs Rex (coupling 1), mixture")
         fig.tight_layout()
         fig.savefig(out / "exact_rex.png", dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--out", default=None, help="results folder")
+    args = parser.parse_args()
+    out = common.out_dir(args.out)
+    log = common.Log()
+    log(common.header("exact_rex" + (" (quick)" if args.quick else "")))
+    if args.quick:
+        acc = accuracy([10], ["EES27"], [jnp.float64], log)
+        trips = round_trips(["mixture"], 10, log, ["ExactRex EES27 (data)", "EDICT p=0.93"])
+        spd = speed(10, log, repeats=1)
+    else:
+        acc = accuracy([10, 25, 50, 100], ["EES27", "RK4"], [jnp.float64, jnp.float32], log)
+        trips = round_trips(["mixture", "random UNet"], 50, log)
+        spd = speed(50, log)
+    write_results(out, log.lines[0], acc, trips, spd)
     log.save(out / "exact_rex.log")
 
 
