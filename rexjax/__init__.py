@@ -18,6 +18,7 @@ from ._diagnostics import (
     coupling_gap as coupling_gap,
     trajectory_gap as trajectory_gap,
 )
+from ._exact import ExactRex as ExactRex, ExactState as ExactState
 from ._gmm import GaussianMixture as GaussianMixture
 from ._inversion import (
     ReversibleState as ReversibleState,

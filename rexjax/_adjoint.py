@@ -81,6 +81,14 @@ def _zeros(tree):
     return jtu.tree_map(jnp.zeros_like, tree)
 
 
+def _integer_zeros(ct, primal):
+    """`ct` with the (float0) cotangents of integer leaves of `primal` (e.g. the fixed-point
+    state of `rexjax.ExactRex`) replaced by integer zeros, so that they can be carried."""
+    return jtu.tree_map(
+        lambda c, p: jnp.zeros_like(p) if c.dtype == jax.dtypes.float0 else c, ct, primal
+    )
+
+
 def _materialise(primal, ct):
     """The cotangent `ct` of `primal`, with symbolic zeros (`None`) made explicit."""
     if ct is None:
@@ -511,6 +519,7 @@ def _reversible_loop_bwd(
             tau0, tau1, k == 1, info, pointers, _zeros(info), ct_args
         )
         dy, ds, da, dterms = pullback(ct_y, ct_s, ct_info)
+        ds = _integer_zeros(ds, s0)
         return k - 1, y0, s0, dy, ds, _add(ct_args, da), _add(ct_terms, dterms), pointers
 
     carry = (num_steps, y_final, state_final, ct_y, ct_state, ct_args, ct_terms, pointers)

@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from ._adjoint import ReversibleAdjoint
 from ._brownian import GridBrownianPath, LawsonBrownianPath, ReverseSDE
 from ._custom_types import Args, RealScalarLike, Times, Y
+from ._exact import ExactRex
 from ._lawson import LawsonVariables
 from ._reversible import (
     AbstractInvertibleSolver,
@@ -82,7 +83,7 @@ def check_grid(ts: Times, term: DiffusionTerm, solver: diffrax.AbstractSolver) -
             f"The grid `ts` spans [{arr.min()!r}, {arr.max()!r}], outside the schedule's "
             f"domain [{schedule.t_min!r}, {schedule.t_max!r}]."
         )
-    if isinstance(solver, Rex | Princeps | NearReversible):
+    if isinstance(solver, Rex | Princeps | NearReversible | ExactRex):
         with jax.ensure_compile_time_eval():
             lk = np.asarray(LawsonVariables(schedule, solver.prediction).log_kappa(jnp.asarray(ts)))
         if not np.all(np.isfinite(lk)):
@@ -114,7 +115,7 @@ def _check_noise_coupling(solver, s):
     $\zeta \le u_{n+1}/u_n = e^{-2\Delta\lambda_n}$ is needed. Data prediction has $z \ge 0$:
     stable for any coupling.
     """
-    if not (isinstance(solver, Rex) and solver.prediction == "noise"):
+    if not (isinstance(solver, Rex | ExactRex) and solver.prediction == "noise"):
         return
     if isinstance(solver.coupling, str):
         return  # "auto": the coupling of each step is its Lawson-time ratio, the bound itself
@@ -137,7 +138,7 @@ def _check_noise_coupling(solver, s):
 
 def reverse_sde(
     term: DiffusionTerm,
-    solver: Rex | Princeps | NearReversible,
+    solver: Rex | Princeps | NearReversible | ExactRex,
     key: PRNGKeyArray,
     ts: Times,
     y: Y,
@@ -186,10 +187,10 @@ def reverse_sde(
 
     **Returns:** a `rexjax.ReverseSDE`, a diffrax term for `Rex` / `Princeps`.
     """
-    if not isinstance(solver, Rex | Princeps | NearReversible):
+    if not isinstance(solver, Rex | Princeps | NearReversible | ExactRex):
         raise ValueError(
-            f"The reverse SDE is integrated by rexjax.Rex, Princeps or NearReversible; got "
-            f"{type(solver).__name__}."
+            "The reverse SDE is integrated by rexjax.Rex, ExactRex, Princeps or NearReversible; "
+            f"got {type(solver).__name__}."
         )
     tableau = noise_tableau(solver.base)
     v = LawsonVariables(term.schedule, solver.prediction, stochastic=True)
@@ -303,8 +304,8 @@ def sample(
     **Returns:** the sample at `ts[-1]` (or its `ReversibleState`).
     """
     ts = check_grid(ts, term, solver).astype(_state_dtype(y))
-    y0, state0 = _split_state(solver, term, y, ts, args)
-    sde = _sde_term(term, solver, key, ts, y0, tol)
+    sde = _sde_term(term, solver, key, ts, y.y if isinstance(y, ReversibleState) else y, tol)
+    y0, state0 = _split_state(solver, sde, y, ts, args)
     if adjoint is None:
         if isinstance(solver, AbstractReversibleSolver):
             adjoint = ReversibleAdjoint()
@@ -377,8 +378,8 @@ def invert(
             "`rexjax.NearReversible(rexjax.EES27())`."
         )
     ts = check_grid(ts, term, solver).astype(_state_dtype(x0))
-    x, state = _split_state(solver, term, x0, ts[::-1], args)
-    sde = _sde_term(term, solver, key, ts, x, tol)
+    sde = _sde_term(term, solver, key, ts, x0.y if isinstance(x0, ReversibleState) else x0, tol)
+    x, state = _split_state(solver, sde, x0, ts[::-1], args)
     return _invert_loop(sde, solver, x, state, ts, args)
 
 
@@ -452,6 +453,7 @@ def adaptive_grid(
         dt0=dt0,
         y0=y,
         args=args,
+        solver_state=solver.init(sde, t0, t1, y, args),  # the whole span (ExactRex's scale)
         stepsize_controller=stepsize_controller,
         saveat=diffrax.SaveAt(steps=True),
         max_steps=max_steps,
