@@ -115,6 +115,7 @@ def test_frechet_distance():
     assert d == pytest.approx(3.0 + 1.0 + 1.0, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_sampling_gives_the_asked_digits():
     """20 guided DDIM samples (2 per class, 20 steps): the classifier recognises most as the
     class they were asked for (chance is 10%)."""
