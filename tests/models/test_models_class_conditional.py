@@ -167,6 +167,6 @@ def test_save_unet_rejects(folder, tmp_path):
         "cross_attention_dim": 8,
     }
     with pytest.raises(ValueError, match="UNet2DModel checkpoints only"):
-        rm.save_unet(rm.random_unet(config, jax.random.key(0)), tmp_path)
+        rm.save_unet(rm.UNet(rm.build_unet_module(config), {}), tmp_path)  # checked first
     with pytest.raises(ValueError, match="_class_name"):
         rm.save_unet(rm.load_unet(folder), tmp_path, scheduler_config={"beta_schedule": "linear"})
