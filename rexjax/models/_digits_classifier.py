@@ -31,7 +31,7 @@ def _conv(x: Array, kernel: Array, bias: Array) -> Array:
     y = jax.lax.conv_general_dilated(
         x, kernel, (1, 1), "SAME", dimension_numbers=("NCHW", "HWIO", "NCHW")
     )
-    return y + bias[:, None, None]
+    return y + bias[None, :, None, None]
 
 
 def _pool(x: Array) -> Array:
@@ -71,11 +71,11 @@ class DigitsClassifier(eqx.Module):
         h = _pool(jax.nn.relu(_conv(h, p["conv2.kernel"], p["conv2.bias"])))
         h = jax.nn.relu(_conv(h, p["conv3.kernel"], p["conv3.bias"]))
         h = h.reshape(h.shape[0], -1)
-        return jax.nn.relu(h @ p["dense1.kernel"] + p["dense1.bias"])
+        return jax.nn.relu(h @ p["dense1.kernel"] + p["dense1.bias"][None])
 
     def logits(self, x: Float[ArrayLike, "n 1 16 16"]) -> Float[Array, "n 10"]:
         """Class logits, `(n, 10)`."""
-        return self.features(x) @ self.params["dense2.kernel"] + self.params["dense2.bias"]
+        return self.features(x) @ self.params["dense2.kernel"] + self.params["dense2.bias"][None]
 
     def predict(self, x: Float[ArrayLike, "n 1 16 16"]) -> Array:
         """The predicted labels, int32 `(n,)`."""

@@ -155,7 +155,7 @@ def test_save_unet_loads_in_diffusers(torch_model, folder, tmp_path):
     )
 
 
-def test_save_unet_rejects(tmp_path):
+def test_save_unet_rejects(folder, tmp_path):
     config = {
         "_class_name": "UNet2DConditionModel",
         "block_out_channels": (8,),
@@ -167,7 +167,6 @@ def test_save_unet_rejects(tmp_path):
         "cross_attention_dim": 8,
     }
     with pytest.raises(ValueError, match="UNet2DModel checkpoints only"):
-        rm.save_unet(rm.random_unet(config, jax.random.key(0)), tmp_path)
-    unet2d = rm.random_unet({**SMALL, "num_class_embeds": None}, jax.random.key(0))
+        rm.save_unet(rm.UNet(rm.build_unet_module(config), {}), tmp_path)  # checked first
     with pytest.raises(ValueError, match="_class_name"):
-        rm.save_unet(unet2d, tmp_path, scheduler_config={"beta_schedule": "linear"})
+        rm.save_unet(rm.load_unet(folder), tmp_path, scheduler_config={"beta_schedule": "linear"})
