@@ -37,11 +37,15 @@ def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, -1) == np.asarray(labels)))
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits (last axis)."""
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
 def confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The classifier's softmax probability of `labels`, per image."""
-    z = logits - logits.max(-1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-    return p[np.arange(len(p)), np.asarray(labels)]
+    return softmax(logits)[np.arange(len(logits)), np.asarray(labels)]
 
 
 # ----------------------------------------------------------------------------- Fréchet distance
