@@ -42,3 +42,4 @@ from ._vae import (
     AutoencoderKLModule as AutoencoderKLModule,
     load_vae as load_vae,
 )
+from ._writer import save_unet as save_unet

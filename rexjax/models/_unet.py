@@ -7,7 +7,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree
 
 from ._bridge import (
     convert_state_dict,
@@ -28,6 +28,9 @@ class UNet(eqx.Module):
     Call it as diffusers' PyTorch model: `unet(sample, timestep, encoder_hidden_states)` with
     `sample` of shape `(b, c, h, w)` and `timestep` a scalar or `(b,)` array of discrete
     timesteps (integer-valued in `0..num_train_timesteps-1`; fractional values are allowed).
+    A class-conditional `UNet2DModel` (`num_class_embeds` in its config) takes
+    `unet(sample, timestep, class_labels=labels)` with integer `labels` of shape `(b,)` in
+    `0..num_class_embeds-1` (checked inside `jit`).
     Returns the prediction (noise, data or velocity, per the scheduler's `prediction_type`) of
     shape `(b, out_channels, h, w)` in the parameters' dtype.
     """
@@ -44,11 +47,19 @@ class UNet(eqx.Module):
         """Whether the UNet takes `encoder_hidden_states` (cross-attention)."""
         return isinstance(self.module, UNet2DConditionModule)
 
+    @property
+    def num_class_embeds(self) -> int | None:
+        """The number of class labels of a class-conditional `UNet2DModel`, else `None`."""
+        if self.conditional:
+            return None
+        return self.module.config.num_class_embeds
+
     def __call__(
         self,
         sample: Float[ArrayLike, "b c h w"],
         timestep: Float[ArrayLike, "*b"],
         encoder_hidden_states: Float[ArrayLike, "b l d"] | None = None,
+        class_labels: Int[ArrayLike, " b"] | None = None,
     ) -> Float[Array, "b c2 h w"]:
         sample = jnp.asarray(sample)
         b, c, h, w = sample.shape
@@ -69,8 +80,25 @@ class UNet(eqx.Module):
         else:
             if encoder_hidden_states is not None:
                 raise ValueError("This UNet (UNet2DModel) takes no `encoder_hidden_states`.")
-            out = self.module.apply({"params": self.params}, x, t)
+            out = self.module.apply({"params": self.params}, x, t, self._labels(class_labels, b))
         return jnp.transpose(out, (0, 3, 1, 2))
+
+    def _labels(self, class_labels: Int[ArrayLike, " b"] | None, b: int) -> Array | None:
+        n = self.num_class_embeds
+        if n is None:
+            if class_labels is not None:
+                raise ValueError("This UNet has no class embedding (num_class_embeds is unset).")
+            return None
+        if class_labels is None:
+            raise ValueError(f"This UNet is class-conditional: pass `class_labels` in 0..{n - 1}.")
+        labels = jnp.asarray(class_labels)
+        if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != (b,):
+            raise ValueError(
+                f"class_labels must be integers of shape ({b},), got {labels.dtype} {labels.shape}."
+            )
+        return eqx.error_if(
+            labels, (labels < 0) | (labels >= n), f"class_labels must lie in 0..{n - 1}."
+        )
 
 
 def build_unet_module(config: Mapping[str, Any], dtype: Any = jnp.float32):
@@ -94,6 +122,8 @@ def _dummy_inputs(module: UNet2DModule | UNet2DConditionModule) -> tuple[Array, 
     t = jnp.zeros((1,), jnp.float32)
     if isinstance(module, UNet2DConditionModule):
         return x, t, jnp.zeros((1, 1, cfg.cross_attention_dim), jnp.float32)
+    if cfg.num_class_embeds is not None:
+        return x, t, jnp.zeros((1,), jnp.int32)
     return x, t
 
 

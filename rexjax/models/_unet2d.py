@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from ._blocks import BlockOptions, DownBlock, MidBlock, UpBlock
 from ._config import read_config
@@ -59,7 +59,7 @@ _SPEC = {
     "resnet_time_scale_shift": ("default", ("default",)),
     "add_attention": (True, (True, False)),
     "class_embed_type": (None, (None,)),
-    "num_class_embeds": (None, (None,)),
+    "num_class_embeds": (None, lambda v: v is None or _positive(v)),
 }
 
 
@@ -85,6 +85,7 @@ class UNet2DConfig:
     attn_norm_num_groups: int | None
     norm_eps: float
     add_attention: bool
+    num_class_embeds: int | None
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "UNet2DConfig":
@@ -104,21 +105,28 @@ class UNet2DConfig:
             "upsample_type",
             "resnet_time_scale_shift",
             "class_embed_type",
-            "num_class_embeds",
         ):
             del c[key]
         return cls(**c)
 
 
 class UNet2DModule(nn.Module):
-    """The network; inputs and outputs are channels-last (`NHWC`)."""
+    """The network; inputs and outputs are channels-last (`NHWC`).
+
+    With `num_class_embeds` set (diffusers' `class_embed_type=None` path), a learnt table
+    `class_embedding` of `num_class_embeds` vectors is looked up at `class_labels` and added to
+    the time embedding before it reaches the residual blocks (Dhariwal & Nichol 2021).
+    """
 
     config: UNet2DConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(
-        self, sample: Float[Array, "b h w c"], timesteps: Float[Array, " b"]
+        self,
+        sample: Float[Array, "b h w c"],
+        timesteps: Float[Array, " b"],
+        class_labels: Int[Array, " b"] | None = None,
     ) -> Float[Array, "b h w c"]:
         cfg = self.config
         ch = cfg.block_out_channels
@@ -130,6 +138,16 @@ class UNet2DModule(nn.Module):
         temb_dim = cfg.time_embedding_dim or 4 * ch[0]
         # diffusers' UNet2DModel always uses SiLU in its time embedding and output head.
         temb = TimestepEmbedding(temb_dim, "silu", self.dtype, name="time_embedding")(t)
+        if (cfg.num_class_embeds is None) != (class_labels is None):
+            raise ValueError(
+                "class_labels must be given exactly when the config has num_class_embeds "
+                f"(num_class_embeds={cfg.num_class_embeds})."
+            )
+        if cfg.num_class_embeds is not None:
+            table = nn.Embed(
+                cfg.num_class_embeds, temb_dim, dtype=self.dtype, name="class_embedding"
+            )
+            temb = temb + table(class_labels)
 
         def head_dim(c: int) -> int:
             return c if cfg.attention_head_dim is None else cfg.attention_head_dim
