@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     out_dir,
     progress,
     pyplot,
+    read_csv,
     write_csv,
     write_markdown,
 )
@@ -145,6 +146,7 @@ def main():
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--resume", action="store_true", help="keep the cells in the CSV")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     opts = parser.parse_args()
@@ -168,9 +170,12 @@ def main():
         f"round trip: {len(x0)} held-out digits (conditional model); FD: {opts.samples} "
         f"samples, CFG {opts.guidance}; float32; log-SNR grids t=1 -> 1e-3"
     )
-    rows = []
+    rows = read_csv(f"{stem}.csv") if opts.resume and Path(f"{stem}.csv").exists() else []
+    done = {(r["variant"], r["steps"]) for r in rows}
     for m in progress(variants(), "variants"):
         for n in steps:
+            if (m.name, n) in done:
+                continue
             t0 = time.perf_counter()
             ts = jnp.asarray(ds.grid(term_c.schedule, n))
             lat, st = ds.invert_loop(m, term_c, x0, ts, n, c0)
@@ -218,8 +223,9 @@ def main():
     if plt is not None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for v in names:
-            axes[0].plot(steps, [cell[v, n]["rt_mse"] for n in steps], marker="o", label=v)
-            axes[1].plot(steps, [cell[v, n]["fd"] for n in steps], marker="o")
+            xs = [n for n in steps if (v, n) in cell]
+            axes[0].plot(xs, [cell[v, n]["rt_mse"] for n in xs], marker="o", label=v)
+            axes[1].plot(xs, [cell[v, n]["fd"] for n in xs], marker="o")
         axes[0].set(xscale="log", yscale="log", xlabel="steps", ylabel="round-trip MSE (float32)")
         axes[1].set(xscale="log", yscale="log", xlabel="steps", ylabel="FD-digits")
         for ax in axes:
