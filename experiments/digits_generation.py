@@ -152,7 +152,8 @@ def report(rows, stem, log, samples, guidance):
     note = (
         f"{samples} samples per cell, CFG scale {guidance}, float32. Metric floor "
         f"({floor['method']}, against all of it): FD {floor['fd']:.3f}, "
-        f"P {floor['precision']:.3f}, R {floor['recall']:.3f}, D {floor['density']:.3f}, C {floor['coverage']:.3f}, "
+        f"P {floor['precision']:.3f}, R {floor['recall']:.3f}, D {floor['density']:.3f}, "
+        f"C {floor['coverage']:.3f}, "
         f"accuracy {floor['accuracy']:.3f}. NFE counts model evaluations (a guided one once; "
         "it costs two UNet passes)."
     )
