@@ -124,7 +124,7 @@ def variants(names):
         Variant("NearRev EES27", table["NearRev EES27"]),
         Variant("NearRev EES27 + ours(b=0.5)", table["NearRev EES27"], smoothing=(0.5, (0.0,))),
         Variant(
-            "NearRev EES27 + ours(b=0.5,t)",
+            "NearRev EES27 + ours(b=0.5 t)",
             table["NearRev EES27"],
             smoothing=(0.5, (-0.25, 0.25)),
         ),
@@ -141,7 +141,7 @@ def variants(names):
 
 DEFAULT = (
     "DDIM,EDICT,BDIA,O-BELM,Rex Euler,Rex EES27,Rex Dopri5 adaptive,NearRev EES27,"
-    "NearRev EES27 + ours(b=0.5),NearRev EES27 + ours(b=0.5,t),Rex EES27 + ours(b=0.5),"
+    "NearRev EES27 + ours(b=0.5),NearRev EES27 + ours(b=0.5 t),Rex EES27 + ours(b=0.5),"
     "Rex Euler + ours(b=0.5)"
 )
 

@@ -1,4 +1,4 @@
-"""The digits studies run end to end in their --quick settings, in this process (so that they
+"""The digits studies (experiments/digits_*.py) run end to end in their --quick settings, in this process (so that they
 share compiled loops), and measure what they claim; the loops they share agree with
 `rexjax.sample` / `rexjax.invert`."""
 
