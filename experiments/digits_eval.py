@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rexjax.models import pretrained
+
 
 # ----------------------------------------------------------------------------- classifier
 
@@ -59,28 +61,15 @@ class Stats(NamedTuple):
 
 
 def feature_stats(features: np.ndarray) -> Stats:
-    f = np.asarray(features, np.float64)
-    if f.ndim != 2 or f.shape[0] < 2:
-        raise ValueError(f"features must be (n >= 2, d); got shape {f.shape}.")
-    return Stats(f.mean(0), np.cov(f, rowvar=False))
-
-
-def _sqrt_psd(a: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return Stats(*pretrained.feature_statistics(features))
 
 
 def frechet_distance(a: Stats, b: Stats) -> float:
     r"""$\|\mu_a - \mu_b\|^2 + \operatorname{tr}(\Sigma_a + \Sigma_b - 2(\Sigma_a^{1/2}
     \Sigma_b \Sigma_a^{1/2})^{1/2})$, the Fréchet (2-Wasserstein) distance between the
-    Gaussians with these statistics. The matrix square roots are taken by symmetric
-    eigendecompositions (eigenvalues clipped at 0), so the result is real and, for `a == b`,
-    zero to round-off."""
-    s = _sqrt_psd(a.cov)
-    cross = np.linalg.eigvalsh(s @ b.cov @ s)
-    tr_cross = np.sum(np.sqrt(np.clip(cross, 0, None)))
-    diff = a.mean - b.mean
-    return float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2 * tr_cross)
+    Gaussians with these statistics: `rexjax.models.pretrained.frechet_distance` (symmetric
+    eigendecompositions, so the result is real and, for `a == b`, zero to round-off)."""
+    return pretrained.frechet_distance(a.mean, a.cov, b.mean, b.cov)
 
 
 # ----------------------------------------------------------------------------- PRDC
