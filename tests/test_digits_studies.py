@@ -1,6 +1,6 @@
-"""The digits studies (experiments/digits_*.py) run end to end in their --quick settings, in this process (so that they
-share compiled loops), and measure what they claim; the loops they share agree with
-`rexjax.sample` / `rexjax.invert`."""
+"""The digits studies (experiments/digits_*.py) run end to end in their --quick settings, in
+this process (so that they share compiled loops), and measure what they claim; the loops they
+share agree with `rexjax.sample` / `rexjax.invert`."""
 
 import csv
 import sys
