@@ -147,9 +147,13 @@ def main():
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--resume", action="store_true", help="keep the cells in the CSV")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite the table and plot from the CSV"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     opts = parser.parse_args()
+    opts.resume |= opts.report
     if opts.quick:
         opts.steps, opts.samples, opts.images, opts.batch = "2,3", 20, 4, 20
     steps = [int(s) for s in opts.steps.split(",")]
@@ -174,7 +178,7 @@ def main():
     done = {(r["variant"], r["steps"]) for r in rows}
     for m in progress(variants(), "variants"):
         for n in steps:
-            if (m.name, n) in done:
+            if (m.name, n) in done or opts.report:
                 continue
             t0 = time.perf_counter()
             ts = jnp.asarray(ds.grid(term_c.schedule, n))

@@ -166,9 +166,13 @@ def main():
     parser.add_argument("--base-guidance", type=float, default=2.0, help="w of the depth sweep")
     parser.add_argument("--rtol", type=float, default=1e-3, help="adaptive grid tolerance")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite the table and plot from the CSV"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     opts = parser.parse_args()
+    opts.resume |= opts.report
     if opts.quick:
         opts.images, opts.steps, opts.depths, opts.guidance = 6, 3, "0.5", "1,2"
         opts.methods = "DDIM,Rex Euler,NearRev EES27 + ours(b=0.5)"
@@ -196,7 +200,7 @@ def main():
     x, c, tgt = jnp.asarray(x0), jnp.asarray(c0), jnp.asarray(target)
     examples = {}
     cells = [(v, s) for v in variants(opts.methods) for s in settings]
-    cells = [(v, s) for v, s in cells if (v.name, s[0], s[1]) not in done]
+    cells = [(v, s) for v, s in cells if (v.name, s[0], s[1]) not in done and not opts.report]
     for v, (depth, w) in progress(cells, "cells"):
         t1 = time.perf_counter()
         m = v.method
@@ -237,13 +241,17 @@ def main():
         write_csv(rows, f"{stem}.csv")
         if (depth, w) == (opts.base_depth, opts.base_guidance):
             examples[v.name] = edit[:8, 0]
+            write_examples(f"{stem}_examples.png", x0, examples)
     if examples:
-        names = list(examples)
-        grid = np.stack([x0[:8, 0]] + [examples[k] for k in names])[:, :, None].swapaxes(0, 1)
-        write_png(f"{stem}_examples.png", image_grid(grid[:, :, 0], scale=3))
-        log(f"examples grid: rows digits, columns source then {names}")
+        log(f"examples grid: rows digits, columns source then {list(examples)}")
     report(rows, stem, log, opts)
     log.save(f"{stem}_log.txt")
+
+
+def write_examples(path, x0, examples):
+    """Rows: the first 8 digits; columns: the source, then each method's edit."""
+    cols = [x0[:8, 0]] + list(examples.values())
+    write_png(path, image_grid(np.stack(cols, axis=1), scale=3))
 
 
 def report(rows, stem, log, opts):

@@ -70,9 +70,13 @@ def main():
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite the table and plot from the CSV"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny sizes")
     parser.add_argument("--out", default=None)
     opts = parser.parse_args()
+    opts.resume |= opts.report
     if opts.quick:
         opts.samples, opts.batch, opts.steps, opts.methods = 20, 20, "3", "DDIM"
     samples = 10_000 if opts.full else opts.samples
@@ -104,6 +108,8 @@ def main():
         rows.append(reference_rows(ev, images, labels, samples))
         log(f"floor: {rows[0]}")
     cells = [(m, n) for m in methods for n in steps if (m.name, n) not in done]
+    if opts.report:
+        cells = []
     for m, n in progress(cells, "cells"):
         ts = jnp.asarray(ds.grid(term.schedule, n))
         t0 = time.perf_counter()

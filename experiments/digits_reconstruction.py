@@ -75,9 +75,13 @@ def main():
     parser.add_argument("--ref-steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite the table and plot from the CSV"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     opts = parser.parse_args()
+    opts.resume |= opts.report
     if opts.quick:
         opts.images, opts.steps, opts.ref_steps, opts.methods = 4, "3", 8, "DDIM,Rex Euler"
     steps = [int(s) for s in opts.steps.split(",")]
@@ -98,6 +102,8 @@ def main():
     rows = read_csv(f"{stem}.csv") if opts.resume and Path(f"{stem}.csv").exists() else []
     done = {(r["method"], r["steps"]) for r in rows}
     cells = [(m, n) for m in methods for n in steps if (m.name, n) not in done]
+    if opts.report:
+        cells = []
     ref_err = rows[0]["ref_change"] if rows else float("nan")
     if cells:
         t0 = time.perf_counter()
