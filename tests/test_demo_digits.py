@@ -10,16 +10,6 @@ from rexjax import __main__ as cli
 from rexjax._png import image_grid, png_bytes, write_png
 
 
-@pytest.fixture(autouse=True)
-def _classifier_rank_promotion():
-    # The digits classifier (rexjax.models._digits_classifier) broadcasts its conv bias by
-    # rank promotion, which tests/conftest.py turns into an error; allowed here until it is fixed.
-    import jax
-
-    with jax.numpy_rank_promotion("allow"):
-        yield
-
-
 def _decode(data: bytes) -> np.ndarray:
     """A minimal PNG reader for what `png_bytes` writes (8-bit, filter 0, one IDAT)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,16 +20,6 @@ import digits_solvers as ds  # noqa: E402
 import rexjax as rx  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _classifier_rank_promotion():
-    # The digits classifier (rexjax.models._digits_classifier) broadcasts its conv bias by
-    # rank promotion, which tests/conftest.py turns into an error; allowed here until it is fixed.
-    import jax
-
-    with jax.numpy_rank_promotion("allow"):
-        yield
-
-
 def _run(module_name, tmp_path, monkeypatch, *extra):
     module = __import__(module_name)
     monkeypatch.setattr(sys, "argv", [module_name, "--quick", "--out", str(tmp_path), *extra])
