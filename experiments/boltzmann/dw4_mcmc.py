@@ -15,7 +15,11 @@ import sys
 from pathlib import Path
 
 
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
+sys.path[:0] = [
+    str(Path(__file__).parent),
+    str(Path(__file__).parents[1]),
+    str(Path(__file__).parents[2]),
+]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
