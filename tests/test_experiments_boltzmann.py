@@ -79,7 +79,7 @@ def test_study_quick(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with (tmp_path / "boltzmann_gmm40_quick.csv").open() as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert {"Euler", "Princeps Euler", "Rex Euler", "Dopri5 tol 1e-03"} <= set(rows)
+    assert set(rows) == {"Euler", "Rex Euler", "Dopri5 tol 1e-03"}
     for r in rows.values():
         assert float(r["a_b_same_samples"]) < 1e-10  # (A) and (B) score the same samples
         assert 0 < float(r["ess_B"]) <= 1
