@@ -56,7 +56,8 @@ def test_discrete_log_prob_matches_finite_differences(name):
     solver = SOLVERS[name]
     x, log_q = jax.jit(lambda z: rx.discrete_log_prob(TERM, solver, z, TS))(Z)
     eps = 1e-6
-    points = jnp.concatenate([Z[None], Z + eps * jnp.eye(D), Z - eps * jnp.eye(D)])
+    shifts = eps * jnp.eye(D)
+    points = jnp.concatenate([Z[None], Z[None] + shifts, Z[None] - shifts])
     out = jax.jit(jax.vmap(lambda z: rx.sample(TERM, solver, z, TS)))(points)
     np.testing.assert_allclose(x, out[0], rtol=0, atol=1e-14)
     jac = np.asarray((out[1 : D + 1] - out[D + 1 :]) / (2 * eps)).T

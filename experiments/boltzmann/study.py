@@ -245,6 +245,19 @@ def plots(rows, target, out):
     plt.close(fig)
 
 
+def write_results(rows, out, stem, log):
+    common.write_csv(rows, out / f"{stem}.csv")
+    cols = ["method", "steps", "nfe", "ess_A", "ess_B", "ess_C", "logz_bias_A_all",
+            "logz_bias_B_all", "snis_err_B", "energy_w2", "sample_w2", "roundtrip", "ess_aug",
+            "time_B_s"]  # fmt: skip
+    table = common.markdown_table([[r[c] for c in cols] for r in rows], cols, ".3g")
+    common.write_markdown(
+        out / f"{stem}.md",
+        f"Boltzmann study: {rows[0]['target']}",
+        [("Run", log.lines[0]), ("Results (log Z bias over all N samples)", table)],
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=list(TARGETS), required=True)
@@ -264,23 +277,16 @@ def main(argv=None):
     model = load_model(target, path=args.model)
     term = rx.DiffusionTerm(model, rx.FlowMatchingSchedule(), "flow")
     truth = target.sample(common.key(100), max(sizes[0], 1000))
-    configs = fixed_configs(sizes[2], args.quick)
-    configs += adaptive_configs(term, target.dim, common.key(7), args.quick)
+    # The paper's comparison (adaptive Dopri5 vs Rex(Dopri5)) first; results are written after
+    # every configuration, so an interrupted run keeps what it measured.
+    configs = adaptive_configs(term, target.dim, common.key(7), args.quick)
+    configs += fixed_configs(sizes[2], args.quick)
+    stem = f"boltzmann_{args.target}" + ("_quick" if args.quick else "")
     rows = []
     for i, cfg in enumerate(common.progress(configs, desc=args.target)):
         keys = jax.random.split(common.key(1000 + i), 3)
         rows.append(run_config(cfg, term, target, scaled, truth, keys, sizes, log))
-    stem = f"boltzmann_{args.target}" + ("_quick" if args.quick else "")
-    common.write_csv(rows, out / f"{stem}.csv")
-    cols = ["method", "steps", "nfe", "ess_A", "ess_B", "ess_C", "logz_bias_A_all",
-            "logz_bias_B_all", "snis_err_B", "energy_w2", "sample_w2", "roundtrip", "ess_aug",
-            "time_B_s"]  # fmt: skip
-    table = common.markdown_table([[r[c] for c in cols] for r in rows], cols, ".3g")
-    common.write_markdown(
-        out / f"{stem}.md",
-        f"Boltzmann study: {args.target}",
-        [("Run", log.lines[0]), ("Results (log Z bias over all N samples)", table)],
-    )
+        write_results(rows, out, stem, log)
     if not args.quick:
         plots(rows, args.target, out)
     log.save(out / f"{stem}_log.txt")
