@@ -88,8 +88,9 @@ def adaptive_configs(term, dim, key, quick):
     batched = rx.DiffusionTerm(
         lambda t, x, args: jax.vmap(lambda xi: model(t, xi, args))(x), term.schedule, "flow"
     )
-    specs = [("Dopri5", None, 1e-3), ("Dopri5", None, 1e-5)]
-    specs += [("Rex Dopri5", z, 1e-5) for z in (0.001, 0.5, 0.999)]
+    specs = [("Dopri5", None, 1e-5)]
+    specs += [("Rex Dopri5", z, 1e-5) for z in (0.999, 0.001, 0.5)]
+    specs += [("Dopri5", None, 1e-3)]
     if quick:
         specs = [("Dopri5", None, 1e-3)]
     out = []
