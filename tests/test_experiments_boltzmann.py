@@ -105,6 +105,6 @@ def test_study_quick(tmp_path):
     for r in rows.values():
         assert float(r["a_b_same_samples"]) < 1e-10  # (A) and (B) score the same samples
         assert 0 < float(r["ess_B"]) <= 1
-    assert float(rows["Rex Euler"]["roundtrip"]) < 1e-10
-    assert float(rows["Euler"]["gap_AB"]) > 1e-3  # 4 Euler steps: (A) is not the map's density
+    assert float(rows["Rex Euler"]["roundtrip"]) < 1e-6  # exact up to round-off (t_end = 1e-3)
+    assert float(rows["Euler"]["gap_AB"]) > 1e-4  # 4 Euler steps: (A) is not the map's density
     assert (tmp_path / "boltzmann_gmm40_quick.md").exists()

@@ -133,6 +133,7 @@ def test_rex_pair_map_has_the_constant_determinant():
     np.testing.assert_allclose(expected, closed, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_hutchinson_is_unbiased_for_the_log_density():
     _, exact = jax.jit(lambda z: rx.sample_with_log_prob(TERM, rx.RK4(), z, 1.0, 1e-3, ts=TS))(Z)
     probes = jax.random.rademacher(jax.random.key(3), (4000, D), dtype=jnp.float64)
