@@ -38,8 +38,17 @@ def test_targets():
     w = np.exp(np.asarray(jax.vmap(gmm.log_prob)(z) - log_q))
     assert abs(w.mean() - 1) < 4 * w.std() / np.sqrt(w.size)
     dw = targets.DW4()
-    square = jnp.asarray([0.0, 0, 5.5, 0, 5.5, 5.5, 0, 5.5]) - 2.75
-    assert float(dw.dw_energy(square)) < float(dw.dw_energy(square * 0.9))
+    square = np.array([[0.0, 0], [2.5, 0], [0, 2.5], [2.5, 2.5]])
+    u = np.array([2.5, 2.5, 2.5, 2.5, 2.5 * np.sqrt(2), 2.5 * np.sqrt(2)]) - 4
+    expected = np.sum(-4 * u**2 + 0.9 * u**4)  # each unordered pair once (EACF / Koehler)
+    np.testing.assert_allclose(dw.dw_energy(jnp.asarray(square.ravel())), expected, rtol=1e-12)
+    rot = np.array([[0.6, -0.8], [0.8, 0.6]])
+    moved = (square[::-1] @ rot.T + 1.0).ravel()  # permuted, rotated, translated
+    np.testing.assert_allclose(dw.dw_energy(jnp.asarray(moved)), expected, rtol=1e-12)
+    com = np.sqrt(4) * (square.mean(0) @ rot.T + 1.0)
+    np.testing.assert_allclose(
+        dw.energy(jnp.asarray(moved)), expected + 0.5 * np.sum(com**2), rtol=1e-12
+    )
 
 
 def _crude_flow():
