@@ -18,7 +18,9 @@ conditional $q(\hat x\mid x)$ is, to first order, $N(x + \delta, s^2 JJ^\top)$ w
 flow's Jacobian along the path, which the isotropic $\pi(\hat x\mid x)$ does not know, so the
 weights carry the mismatch between $JJ^\top$ and $a^2 I$ (and $\det J$, which they need, is
 now estimated by that Gaussian ratio instead of computed). The study measures the resulting ESS
-against the exact-Jacobian weights (B).
+against the exact-Jacobian weights (B). Measured on GMM-40 (Rex(Dopri5), frozen 5-step grid,
+N = 2000): ESS 0.014 (ζ = 0.001) and 0.010 (ζ = 0.5) against 0.14 for (B); log Ẑ off by −84 and
+−22 (the mean is carried by weights too rare to appear): exact, but not useful as it stands.
 """
 
 import jax
