@@ -35,6 +35,21 @@ from ._lawson import (
     NoiseTableau as NoiseTableau,
     lawson_increment as lawson_increment,
 )
+from ._likelihood import (
+    discrete_log_det as discrete_log_det,
+    discrete_log_prob as discrete_log_prob,
+    divergence_solve as divergence_solve,
+    divergence_term as divergence_term,
+    flow_log_prob as flow_log_prob,
+    kish_ess as kish_ess,
+    log_importance_weights as log_importance_weights,
+    log_normaliser as log_normaliser,
+    rex_pair_log_det as rex_pair_log_det,
+    sample_with_log_prob as sample_with_log_prob,
+    self_normalised_weights as self_normalised_weights,
+    standard_normal_log_prob as standard_normal_log_prob,
+    w2_1d as w2_1d,
+)
 from ._reversible import (
     AbstractInvertibleSolver as AbstractInvertibleSolver,
     AbstractReversibleSolver as AbstractReversibleSolver,

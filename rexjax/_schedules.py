@@ -305,6 +305,18 @@ class FlowMatchingSchedule(AbstractSchedule):
     def t_from_log_snr(self, lam):
         return jax.nn.sigmoid(-jnp.asarray(lam))
 
+    # Closed forms: through exp(log(1 - t)) the derivative at t = 1 would be 0 * inf = NaN,
+    # and t = 1 (pure noise, sigma = 1) is where data-prediction sampling starts.
+    def alpha(self, t):
+        return 1 - jnp.asarray(t)
+
+    def sigma(self, t):
+        return jnp.asarray(t)
+
+    def derivatives(self, t):
+        t = jnp.asarray(t)
+        return -jnp.ones_like(t), jnp.ones_like(t)
+
 
 class CustomSchedule(AbstractSchedule):
     r"""Any user schedule: callables `alpha(t)` and `sigma(t)` (positive on the open domain,
