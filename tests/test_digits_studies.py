@@ -43,6 +43,7 @@ def test_loops_match_rexjax_sample_and_invert():
     np.testing.assert_allclose(back, x, rtol=0, atol=1e-9)  # exact inversion, float64
 
 
+@pytest.mark.slow  # minutes on 2 cores: `python -m pytest -m slow`
 def test_generation_quick(tmp_path, monkeypatch):
     rows = _run("digits_generation", tmp_path, monkeypatch)
     floor = rows[0]

@@ -103,6 +103,7 @@ def _pair_direct(term, solver, ts, q):
     return jnp.concatenate([state.y, state.solver_state])
 
 
+@pytest.mark.slow  # minutes on 2 cores: `python -m pytest -m slow`
 def test_study_quick(tmp_path):
     script = FOLDER / "study.py"
     cmd = [sys.executable, str(script), "--target", "gmm40", "--quick", "--out", str(tmp_path)]

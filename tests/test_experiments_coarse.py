@@ -14,6 +14,7 @@ SCRIPT = ROOT / "experiments" / "coarse_steps.py"
 
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="experiments/ not in this checkout")
+@pytest.mark.slow  # minutes on 2 cores: `python -m pytest -m slow`
 def test_coarse_steps_quick(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)]

@@ -12,6 +12,7 @@ SCRIPT = Path(__file__).parents[1] / "experiments" / "exact_rex.py"
 
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="experiments/ not in this checkout")
+@pytest.mark.slow  # minutes on 2 cores: `python -m pytest -m slow`
 def test_exact_rex_study_quick(tmp_path):
     sys.path.insert(0, str(SCRIPT.parent))
     import common

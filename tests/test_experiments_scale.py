@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
 
+@pytest.mark.slow  # minutes on 2 cores: `python -m pytest -m slow`
 def test_gpu_suite_tiny(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = os.pathsep.join([str(EXPERIMENTS.parent), env.get("PYTHONPATH", "")])
