@@ -10,8 +10,10 @@
 - deterministic from `--seed`: step k draws its batch, noise, timesteps and label drop from
   `fold_in(key(seed), k)`, so a resumed run (`--resume`) reproduces an uninterrupted one.
 
-    python experiments/train_digits.py                     # the committed checkpoint
-    python experiments/train_digits.py --resume            # continue from --state
+    python experiments/train_digits.py                          # steps 1-600, then
+    python experiments/train_digits.py --resume --steps 2400    # on to 2400: the committed
+                                                                # checkpoint (the cosine
+                                                                # schedule restarts at 600)
     python experiments/train_digits.py --quick --out /tmp/d  # smoke test
 """
 
