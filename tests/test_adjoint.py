@@ -277,7 +277,7 @@ def test_flax_parameters_in_args():
         return net.apply({"params": p}, t, x)
 
     term = rx.DiffusionTerm(model, SCHEDULE, "noise")
-    solver = rx.Rex(diffrax.Midpoint(), "noise")
+    solver = rx.Rex(diffrax.Midpoint(), "noise", 0.999)
 
     def grads(adjoint):
         def f(p):
