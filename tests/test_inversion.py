@@ -187,7 +187,7 @@ def test_princeps_and_plain_solvers_sample_but_do_not_invert():
     ts = rx.log_snr_grid(SCHEDULE, 1.0, 1e-3, 10)
     for solver in (rx.Princeps(diffrax.Tsit5()), diffrax.Tsit5()):
         assert jnp.all(jnp.isfinite(rx.sample(term, solver, x, ts)))
-        with pytest.raises(ValueError, match="has no exact inverse"):
+        with pytest.raises(ValueError, match="has no inverse.*NearReversible"):
             rx.invert(term, solver, x, ts)
 
 
