@@ -177,25 +177,11 @@ def _finite(tree: Y, where: str) -> Y:
     )
 
 
-class Princeps(diffrax.AbstractStratonovichSolver):
-    r"""The exponential (Lawson) version of an explicit Runge–Kutta scheme on a diffusion ODE.
+class _AbstractExponential(diffrax.AbstractStratonovichSolver):
+    """What `Princeps` and `NearReversible` share: one Lawson step of the base tableau."""
 
-    $x_{n+1} = \kappa_{n+1}(x_n/\kappa_n + \Psi_h(t_n \to t_{n+1}, x_n))$; see
-    `rexjax.Rex` for the variables. Same order as the base tableau, exact on the linear part of
-    the drift; not reversible. Euler + "data" is DDIM / DPM-Solver++(1); Euler + "noise" is
-    DPM-Solver-1.
-
-    **Arguments:**
-
-    - `base`: an explicit diffrax RK solver or `diffrax.Euler()` (only its tableau is used);
-        for the reverse SDE (a `rexjax.ReverseSDE` term), `diffrax.Euler()` (Euler–Maruyama;
-        with "data" this is SDE-DPM-Solver++(1)) or an additive-noise SRK (`diffrax.ShARK()`,
-        `SRA1()`, `SEA()`), whose drift tableau alone is used on the ODE.
-    - `prediction`: `"data"` (integrate the $\hat x_0$ form) or `"noise"` ($\hat\epsilon$).
-    """
-
-    base: diffrax.AbstractSolver
-    prediction: Prediction = "data"
+    base: eqx.AbstractVar[diffrax.AbstractSolver]
+    prediction: eqx.AbstractVar[Prediction]
 
     term_structure: ClassVar = AbstractTerm
     interpolation_cls: ClassVar = LocalLinearInterpolation
@@ -227,6 +213,27 @@ class Princeps(diffrax.AbstractStratonovichSolver):
         return terms.vf(t0, y0, args)
 
 
+class Princeps(_AbstractExponential):
+    r"""The exponential (Lawson) version of an explicit Runge–Kutta scheme on a diffusion ODE.
+
+    $x_{n+1} = \kappa_{n+1}(x_n/\kappa_n + \Psi_h(t_n \to t_{n+1}, x_n))$; see
+    `rexjax.Rex` for the variables. Same order as the base tableau, exact on the linear part of
+    the drift; not reversible. Euler + "data" is DDIM / DPM-Solver++(1); Euler + "noise" is
+    DPM-Solver-1.
+
+    **Arguments:**
+
+    - `base`: an explicit diffrax RK solver or `diffrax.Euler()` (only its tableau is used);
+        for the reverse SDE (a `rexjax.ReverseSDE` term), `diffrax.Euler()` (Euler–Maruyama;
+        with "data" this is SDE-DPM-Solver++(1)) or an additive-noise SRK (`diffrax.ShARK()`,
+        `SRA1()`, `SEA()`), whose drift tableau alone is used on the ODE.
+    - `prediction`: `"data"` (integrate the $\hat x_0$ form) or `"noise"` ($\hat\epsilon$).
+    """
+
+    base: diffrax.AbstractSolver
+    prediction: Prediction = "data"
+
+
 def _exponential_step(solver, terms, t0, t1, y, args, *, backward: bool):
     r"""One Princeps step from t0 to t1 (`backward=False`), or the same scheme stepped from t1
     back to t0 (`backward=True`: $\Psi_{-h}$, with the step's Brownian increment reversed).
@@ -244,7 +251,7 @@ def _exponential_step(solver, terms, t0, t1, y, args, *, backward: bool):
     return y1, None if err is None else _scale(kappa1, err)
 
 
-class NearReversible(AbstractInvertibleSolver, diffrax.AbstractStratonovichSolver):
+class NearReversible(AbstractInvertibleSolver, _AbstractExponential):
     r"""Near-reversible inversion: `rexjax.Princeps` inverted by stepping the same scheme
     backwards, $x_n \approx \kappa_n(x_{n+1}/\kappa_{n+1} + \Psi_{-h}(t_{n+1}\to t_n,
     x_{n+1}))$.
@@ -269,39 +276,10 @@ class NearReversible(AbstractInvertibleSolver, diffrax.AbstractStratonovichSolve
     base: diffrax.AbstractSolver = eqx.field(default_factory=lambda: EES27())
     prediction: Prediction = "data"
 
-    term_structure: ClassVar = AbstractTerm
-    interpolation_cls: ClassVar = LocalLinearInterpolation
-
-    def __check_init__(self):
-        _check_prediction(self.prediction)
-        base_tableau(self.base)
-
-    def order(self, terms):
-        return self.base.order(terms)
-
-    def strong_order(self, terms):
-        return _strong_order(self.base, terms)
-
-    def init(self, terms, t0, t1, y0, args):
-        return None
-
-    def evaluations_per_step(self, adaptive: bool = False) -> int:
-        """Model evaluations per step, as `rexjax.Princeps`."""
-        tableau = base_tableau(self.base)
-        return tableau.b_sol.shape[0] if adaptive else tableau.num_solution_stages
-
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del solver_state, made_jump
-        y1, err = _exponential_step(self, terms, t0, t1, y0, args, backward=False)
-        return y1, err, dict(y0=y0, y1=y1), None, RESULTS.successful
-
     def backward_step(self, terms, t0, t1, y1, args, ts_state, solver_state, made_jump):
         del ts_state, solver_state, made_jump
         y0, _ = _exponential_step(self, terms, t0, t1, y1, args, backward=True)
         return y0, dict(y0=y0, y1=y1), None, RESULTS.successful
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
 
 class Rex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
