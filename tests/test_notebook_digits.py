@@ -13,7 +13,6 @@ pytest.importorskip("rexjax.models.pretrained")
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "digits_editing.ipynb"
 
 
-@pytest.mark.slow  # failed on the merged tree (retrained checkpoint), 2026-12-02: to fix
 def test_digits_notebook_runs(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     repo = str(Path(__file__).parents[1])
@@ -28,6 +27,7 @@ def test_digits_notebook_runs(tmp_path, monkeypatch):
         o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
     )
     assert "round trip max" in outputs
-    # Exact inversion: the printed float32 round trip is at round-off level.
+    # Exact inversion: the printed float32 round trip is at round-off level (Rex() measured
+    # 2.5e-6 on these 8 digits; the Euler base, which separates here, gave 1e-4).
     line = next(s for s in outputs.splitlines() if "round trip max" in s)
-    assert float(line.split("=")[1].split()[0]) < 1e-4
+    assert float(line.split("=")[1].split()[0]) < 2e-5
