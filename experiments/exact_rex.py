@@ -5,12 +5,15 @@ the baselines, speed.
    against a Dopri8 reference (float64, tol 1e-12), log-SNR grids of 10-100 steps, data
    prediction, bases EES(2,7) and RK4, float64 and float32 states. ExactRex's claim: within
    1.5x of Rex(base, coupling=1).
-2. Round trips: max |sample(invert(x)) - x| / max |x| in float32 at 50 steps on the mixture
-   and on a random-weight UNet2DModel (Flax port) for ExactRex, Rex, EDICT, BDIA and BELM.
+2. Round trips: max |sample(invert(x)) - x| / max |x| in float32 at 50 steps on the mixture,
+   a random-weight UNet2DModel (Flax port) and the trained digits model
+   (`rexjax.models.pretrained`, 16 held-out digits under their own class) for ExactRex, Rex,
+   EDICT, BDIA and BELM.
 3. Speed: wall time of one compiled sampling run (ExactRex / Rex at the same base).
 
 Grids of every length are padded with zero-length steps (skipped) so that each solver and
-dtype compiles once. `--quick` is the small smoke run of the test suite.
+dtype compiles once. `--quick` is the small smoke run of the test suite; `--parts` runs some
+of the three parts and keeps the other parts' committed CSVs.
 """
 
 import argparse
@@ -34,11 +37,11 @@ T_START, T_END = 1.0, 1e-3
 
 
 @eqx.filter_jit
-def _forward(term, solver, y, state, ts):
+def _forward(term, solver, y, state, ts, args=None):
     def body(carry, times):
         def step(c):
             y, s = c
-            y, _, _, s, _ = solver.step(term, times[0], times[1], y, None, s, False)
+            y, _, _, s, _ = solver.step(term, times[0], times[1], y, args, s, False)
             return y, s
 
         return jax.lax.cond(times[0] == times[1], lambda c: c, step, carry), None
@@ -47,11 +50,11 @@ def _forward(term, solver, y, state, ts):
 
 
 @eqx.filter_jit
-def _backward(term, solver, y, state, ts):
+def _backward(term, solver, y, state, ts, args=None):
     def body(carry, times):
         def back(c):
             y, s = c
-            y, _, s, _ = solver.backward_step(term, times[0], times[1], y, None, None, s, False)
+            y, _, s, _ = solver.backward_step(term, times[0], times[1], y, None, args, s, False)
             return y, s
 
         return jax.lax.cond(times[0] == times[1], lambda c: c, back, carry), None
@@ -70,14 +73,14 @@ def sample(term, solver, z, ts):
     return _forward(term, solver, z, state, ts)[0]
 
 
-def round_trip(term, solver, x0, ts):
+def round_trip(term, solver, x0, ts, args=None):
     """max |sample(invert(x0)) - x0| / max |x0| with the solver's own inverse (for ExactRex,
     `x0` is first rounded onto its grid: the inputs its guarantee is about)."""
     if isinstance(solver, rx.ExactRex):
         x0 = solver.round_to_grid(term, x0, ts[-1], ts)
-    state = solver.init(term, ts[-1], ts[0], x0, None)
-    y, s = _backward(term, solver, x0, state, ts)
-    back = _forward(term, solver, y, s, ts)[0]
+    state = solver.init(term, ts[-1], ts[0], x0, args)
+    y, s = _backward(term, solver, x0, state, ts, args)
+    back = _forward(term, solver, y, s, ts, args)[0]
     return float(jnp.max(jnp.abs(back - x0)) / jnp.max(jnp.abs(x0)))
 
 
@@ -153,9 +156,17 @@ def round_trips(models, steps, log, methods=None):
         solvers = {name: solvers[name] for name in methods}
     rows = []
     for model in models:
+        args = None
         if model == "mixture":
             term, schedule = MIXTURE.term(), SCHEDULE
             x0 = MIXTURE.sample_data(common.key(2), 64, dtype=jnp.float32)
+        elif model == "digits":
+            from rexjax.models import pretrained
+
+            term = pretrained.digits_term(dtype=jnp.float32)
+            schedule = term.schedule
+            images, labels = pretrained.digits_test_split()
+            x0, args = jnp.asarray(images[:16]), jnp.asarray(labels[:16])
         else:
             term = tiny_unet()
             schedule = term.schedule
@@ -163,7 +174,7 @@ def round_trips(models, steps, log, methods=None):
             x0 = x0.astype(jnp.float32)
         ts = padded_grid(schedule, steps, steps, jnp.float32)
         for name, solver in common.progress(list(solvers.items()), f"round trips ({model})"):
-            err = round_trip(term, solver, x0, ts)
+            err = round_trip(term, solver, x0, ts, args)
             rows.append(dict(model=model, method=name, steps=steps, dtype="float32", error=err))
             log(f"  {rows[-1]}")
         # A float input off the grid comes back rounded onto it: within half a grid step.
@@ -263,18 +274,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--out", default=None, help="results folder")
+    parser.add_argument(
+        "--parts", default="accuracy,round_trips,speed", help="which parts to run (full runs)"
+    )
     args = parser.parse_args()
     out = common.out_dir(args.out)
     log = common.Log()
     log(common.header("exact_rex" + (" (quick)" if args.quick else "")))
+    parts = args.parts.split(",")
     if args.quick:
         acc = accuracy([10], ["EES27"], [jnp.float64], log)
         trips = round_trips(["mixture"], 10, log, ["ExactRex EES27 (data)", "EDICT p=0.93"])
         spd = speed(10, log, repeats=1)
     else:
-        acc = accuracy([10, 25, 50, 100], ["EES27", "RK4"], [jnp.float64, jnp.float32], log)
-        trips = round_trips(["mixture", "random UNet"], 50, log)
-        spd = speed(50, log)
+        kept = {p: out / f"exact_rex_{p}.csv" for p in ("accuracy", "round_trips", "speed")}
+        acc = (
+            accuracy([10, 25, 50, 100], ["EES27", "RK4"], [jnp.float64, jnp.float32], log)
+            if "accuracy" in parts
+            else common.read_csv(kept["accuracy"])
+        )
+        trips = (
+            round_trips(["mixture", "random UNet", "digits"], 50, log)
+            if "round_trips" in parts
+            else common.read_csv(kept["round_trips"])
+        )
+        spd = speed(50, log) if "speed" in parts else common.read_csv(kept["speed"])
     write_results(out, log.lines[0], acc, trips, spd)
     log.save(out / "exact_rex.log")
 

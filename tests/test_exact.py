@@ -275,7 +275,7 @@ def _property_round_trip(ts, case, batch, seed):
 _PHASES = (Phase.explicit, Phase.generate)
 
 
-@settings(max_examples=20, deadline=None, phases=_PHASES, derandomize=True)
+@settings(max_examples=10, deadline=None, phases=_PHASES, derandomize=True)
 @given(
     ts=grids(),
     case=st.sampled_from(_PROPERTY_CASES),

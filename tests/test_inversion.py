@@ -22,7 +22,9 @@ def _round_trip(solver, x0, ts, term=TERM):
     return rel_err(rx.sample(term, solver, latent, ts), x0)
 
 
-@pytest.mark.parametrize("coupling", [1.0, 0.999, 0.9])
+# The coupling of `Rex()` for data prediction; `test_property.py` covers 0.9, 0.99 and 1 on
+# random grids.
+@pytest.mark.parametrize("coupling", [0.999])
 @pytest.mark.parametrize("num_steps", [10, 50])
 @pytest.mark.parametrize("base", BASES, ids=lambda b: type(b).__name__)
 def test_round_trip_float64_data_prediction(base, num_steps, coupling):

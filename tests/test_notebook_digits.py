@@ -28,6 +28,6 @@ def test_digits_notebook_runs(tmp_path, monkeypatch):
     )
     assert "round trip max" in outputs
     # Exact inversion: the printed float32 round trip is at round-off level (Rex() measured
-    # 2.5e-6 on these 8 digits; the Euler base, which separates here, gave 1e-4).
+    # 2.5e-6 on 8 of these digits; the Euler base, which separates here, gave 1e-4).
     line = next(s for s in outputs.splitlines() if "round trip max" in s)
     assert float(line.split("=")[1].split()[0]) < 2e-5

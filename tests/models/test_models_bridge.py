@@ -58,11 +58,15 @@ def test_random_unet_matches_checkpoint_layout(unet_folder):
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), nets["float32"].params)
     assert shapes == jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), loaded.params)
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
-    out32, out64 = (np.asarray(nets[d](x.astype(d), 500.0)) for d in ("float32", "float64"))
-    assert out64.dtype == np.float64 and nets["bfloat16"](x, 500.0).dtype == jnp.bfloat16
+
+    def run(net, x):  # compiled: an eager UNet call dispatches hundreds of small ops
+        return jax.jit(lambda x: net(x, 500.0))(x)
+
+    out32, out64 = (np.asarray(run(nets[d], x.astype(d))) for d in ("float32", "float64"))
+    assert out64.dtype == np.float64 and run(nets["bfloat16"], x).dtype == jnp.bfloat16
     np.testing.assert_allclose(out64, out32, rtol=1e-4, atol=1e-5 * np.abs(out64).max())
     other = rm.random_unet(config, jax.random.key(1))
-    assert not np.allclose(np.asarray(other(x.astype(np.float32), 500.0)), out32)
+    assert not np.allclose(np.asarray(run(other, x.astype(np.float32))), out32)
 
 
 def _save_unet(folder: Path) -> Path:
