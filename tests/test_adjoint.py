@@ -116,7 +116,7 @@ def _saveats(ts):
 FIXED = [
     pytest.param(diffrax.Euler(), "data", "t0_ts_t1", id="euler-data"),
     pytest.param(diffrax.Euler(), "noise", "t0_ts_t1", id="euler-noise"),
-    pytest.param(diffrax.Tsit5(), "data", "t0_ts_t1", id="tsit5-data"),
+    pytest.param(diffrax.Tsit5(), "data", "t0_ts_t1", id="tsit5-data", marks=pytest.mark.slow),
     pytest.param(diffrax.Tsit5(), "noise", "t0_ts_t1", id="tsit5-noise", marks=pytest.mark.slow),
 ] + [
     pytest.param(base, prediction, "t1", id=f"{name}-{prediction}-t1", marks=pytest.mark.slow)
@@ -444,6 +444,8 @@ class Diffusion(eqx.Module):
         return lx.DiagonalLinearOperator(self.scale * jnp.tanh(y) + args)
 
 
+@pytest.mark.slow  # suite time (`pytest -m slow`): ~30 s; the Rex SDE
+# adjoint with a key is also tested by test_rex_sde_with_key
 def test_sde_with_key_generic_solver():
     """An SDE (drift network, state-dependent diffusion, a `VirtualBrownianTree` from a key):
     gradients w.r.t. both terms' parameters, y0 and args equal checkpointing's (float64)."""

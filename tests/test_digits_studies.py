@@ -28,6 +28,8 @@ def _run(module_name, tmp_path, monkeypatch, *extra):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # suite time (`pytest -m slow`): ~50 s; every study run
+# repeats this check at start-up
 def test_loops_match_rexjax_sample_and_invert():
     term = ds.load_term(None, jnp.float64)
     x, y = pretrained.digits_test_split()

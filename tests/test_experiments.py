@@ -11,6 +11,8 @@ import pytest
 SCRIPT = Path(__file__).parents[1] / "experiments" / "reconstruction.py"
 
 
+@pytest.mark.slow  # suite time (`pytest -m slow`): ~1.5 min, the study's own start-up
+# check compares its loops with rexjax.sample/invert on every run
 @pytest.mark.skipif(not SCRIPT.exists(), reason="experiments/ not in this checkout")
 def test_reconstruction_study_small(tmp_path):
     methods = "DDIM (naive inv.),O-BELM,Rex Euler data,Rex EM noise SDE"

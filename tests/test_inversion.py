@@ -34,7 +34,9 @@ def test_round_trip_float64_data_prediction(base, num_steps, coupling):
     assert _round_trip(rx.Rex(base, "data", coupling), x0, ts) <= 1e-13
 
 
-@pytest.mark.parametrize("coupling", [0.999, 0.9])
+@pytest.mark.parametrize(
+    "coupling", [0.999, pytest.param(0.9, marks=pytest.mark.slow)]
+)  # 0.9 also in test_property.py
 @pytest.mark.parametrize("base", BASES, ids=lambda b: type(b).__name__)
 def test_round_trip_float64_noise_prediction(base, coupling):
     """Noise prediction is worse conditioned: in its Lawson variables the sampling direction is
@@ -55,6 +57,7 @@ def test_round_trip_float32(base):
     assert error <= 2e-5, error
 
 
+@pytest.mark.slow  # suite time (`pytest -m slow`): a reported figure, not a floor
 @pytest.mark.parametrize("coupling, bound", [(0.999, 0.1), (0.9, 1e-3)])
 def test_round_trip_float32_noise_prediction(coupling, bound):
     """Reported, not a floor: in float32 the parasitic amplification of noise prediction
@@ -148,7 +151,7 @@ def test_vmap_matches_batch():
     np.testing.assert_allclose(latents, x, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("prediction", ["data", "noise"])
+@pytest.mark.parametrize("prediction", ["data", pytest.param("noise", marks=pytest.mark.slow)])
 def test_adaptive_grid_is_replayed_exactly(prediction):
     term = MIXTURE.term()
     x = jax.random.normal(jax.random.key(7), (8, MIXTURE.dim))
