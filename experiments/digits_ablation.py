@@ -87,8 +87,9 @@ class CoupledRK(rx.AbstractReversibleSolver):
     def init(self, terms, t0, t1, y0, args):
         return y0
 
-    def _kappa(self, term, t):
-        return term.schedule.sigma(t) if self.exponential else jnp.ones_like(t)
+    def _kappa(self, term, t, dtype):
+        kappa = term.schedule.sigma(t) if self.exponential else jnp.ones_like(t)
+        return kappa.astype(dtype)  # the schedule may compute in float64
 
     def _g(self, term, t, y, args):
         if not self.exponential:
@@ -109,7 +110,7 @@ class CoupledRK(rx.AbstractReversibleSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         term = terms
-        k0, k1 = self._kappa(term, t0), self._kappa(term, t1)
+        k0, k1 = self._kappa(term, t0, y0.dtype), self._kappa(term, t1, y0.dtype)
         y, yh = y0 / k0, solver_state / k0
         z = self.coupling
         y1 = z * y + (1 - z) * yh + self._phi(term, t0, t1, yh, args)
@@ -118,7 +119,7 @@ class CoupledRK(rx.AbstractReversibleSolver):
 
     def backward_step(self, terms, t0, t1, y1, args, ts_state, solver_state, made_jump):
         term = terms
-        k0, k1 = self._kappa(term, t0), self._kappa(term, t1)
+        k0, k1 = self._kappa(term, t0, y1.dtype), self._kappa(term, t1, y1.dtype)
         y, yh = y1 / k1, solver_state / k1
         z = self.coupling
         yh0 = yh + self._phi(term, t1, t0, y, args)
