@@ -97,7 +97,8 @@ class CoupledRK(rx.AbstractReversibleSolver):
         s = term.schedule
         dalpha, dsigma = s.derivatives(t)
         dlam = dalpha / s.alpha(t) - dsigma / s.sigma(t)
-        return (dlam * jnp.exp(s.log_snr(t))).astype(y.dtype) * term.data(t, s.sigma(t) * y, args)
+        x = s.sigma(t).astype(y.dtype) * y  # the schedule may compute in float64
+        return ((dlam * jnp.exp(s.log_snr(t))) * term.data(t, x, args)).astype(y.dtype)
 
     def _phi(self, term, ta, tb, y, args):
         tab = base_tableau(self.base)
