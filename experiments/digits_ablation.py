@@ -188,6 +188,7 @@ def main():
             xr, _ = ds.sample_loop(m, term_c, lat, ts, n, c0, state=st)
             err = np.asarray(xr, np.float64) - np.asarray(x0, np.float64)
             rt = float(np.mean(err**2)) if np.all(np.isfinite(err)) else float("inf")
+            latent_rms = float(np.sqrt(np.mean(np.asarray(lat, np.float64) ** 2)))
 
             def gen(z, y, m=m, ts=ts, n=n):
                 return ds.sample_loop(m, term_g, jnp.asarray(z), ts, n, jnp.asarray(y))[0]
@@ -200,6 +201,7 @@ def main():
                     steps=n,
                     nfe=m.nfe * n,
                     rt_mse=rt,
+                    latent_rms=latent_rms,
                     fd=g["fd"],
                     accuracy=g["accuracy"],
                     frac_nonfinite=g["frac_nonfinite"],
@@ -207,15 +209,21 @@ def main():
                 )
             )
             log(
-                f"{m.name:>42s} {n:3d} steps: RT MSE {rt:.2e} FD {g['fd']:.3f} acc "
+                f"{m.name:>42s} {n:3d} steps: RT MSE {rt:.2e} latent RMS {latent_rms:.3g} FD {g['fd']:.3f} acc "
                 f"{g['accuracy']:.3f} non-finite {g['frac_nonfinite']:.2f}"
             )
             write_csv(rows, f"{stem}.csv")
-    head = ["variant"] + [f"RT MSE@{n}" for n in steps] + [f"FD@{n}" for n in steps]
+    head = (
+        ["variant"]
+        + [f"RT MSE@{n}" for n in steps]
+        + [f"latent RMS@{n}" for n in steps]
+        + [f"FD@{n}" for n in steps]
+    )
     cell = {(r["variant"], r["steps"]): r for r in rows}
     names = list(dict.fromkeys(r["variant"] for r in rows))
     table = [
-        [v] + [cell[v, n]["rt_mse"] for n in steps] + [cell[v, n]["fd"] for n in steps]
+        [v]
+        + [cell[v, n][k] for k in ("rt_mse", "latent_rms", "fd") for n in steps]
         for v in names
     ]
     body = markdown_table(table, head, ".3g")
