@@ -222,9 +222,7 @@ def main():
     cell = {(r["variant"], r["steps"]): r for r in rows}
     names = list(dict.fromkeys(r["variant"] for r in rows))
     table = [
-        [v]
-        + [cell[v, n][k] for k in ("rt_mse", "latent_rms", "fd") for n in steps]
-        for v in names
+        [v] + [cell[v, n][k] for k in ("rt_mse", "latent_rms", "fd") for n in steps] for v in names
     ]
     body = markdown_table(table, head, ".3g")
     write_markdown(

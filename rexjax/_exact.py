@@ -8,7 +8,7 @@ $Y_{n+1} = Y_n + Q(\Psi_h(\hat Y_n))$, $\qquad \hat Y_{n+1} = \hat Y_n - Q(\Psi_
 
 with $\Psi$ the Lawson increment of the base tableau (two evaluations a step, as `rexjax.Rex`)
 and $Q$ rounding to the fixed-point grid $2^{-F}\mathbb{Z}$. Both copies are held as integers
-$N = Y 2^{F}$ (`int32` or `int64`), so each update is an integer addition and its inverse an
+$N = Y 2^{F}$ (see "Words"), so each update is an integer addition and its inverse an
 integer subtraction:
 
 $\hat N_n = \hat N_{n+1} + [\Psi_{-h}(Y_{n+1})]$, $\qquad N_n = N_{n+1} - [\Psi_h(\hat Y_n)]$,
@@ -25,23 +25,31 @@ initialised from the grid's two end points $t_0, t_1$ so that $|x| \le$ `x_max` 
 fits in `bits` bits: $2^{F} = 2^{\mathrm{bits}}\kappa_{\min}/x_{\max}$ rounded down to a power
 of two, with $\kappa_{\min} = \min(\kappa(t_0), \kappa(t_1))$ ($\kappa$ is monotone in $t$ for
 the VP and flow-matching schedules). The resolution in $x$ at time $t$ is then
-$\kappa(t)2^{-F}$: finest where $\kappa$ is smallest. A grid whose $\kappa$ range leaves fewer
-than 8 bits of resolution somewhere is refused.
+$\kappa(t)2^{-F}$: finest where $\kappa$ is smallest, coarser by the ratio of the $\kappa$ range
+(about $2^7$ for a VP grid from $t = 1$ to $10^{-3}$) at the other end. A grid whose $\kappa$
+range leaves fewer than 8 bits of resolution somewhere is refused.
 
-**Word size.** `bits` defaults to $p - 3$ with $p$ the state's mantissa (21 for float32, 50 for
-float64) and the word to `int32` for float32 and `int64` for float64 states (JAX has no `int64`
-without x64, which float64 needs anyway). Then every integer up to the error threshold
-$2^{\mathrm{bits}+1}$ converts to a float exactly, the float view $x = \kappa(N2^{-F})$ (one
-rounding) and the quantiser $N = [x/\kappa]$ are inverse to each other
-($|N| \cdot 2u < 1/2$), and the word keeps at least 8 bits of headroom: the state is checked
-against $2^{\mathrm{bits}+1}$ after every update and each increment before its conversion
-(`eqx.error_if`), so an overflow is an error, never a wrap-around.
+**Words.** float64 states hold $N$ in one `int64` (`bits` = 50 by default). float32 states
+hold it in two `int32` limbs, $N = N_1 2^{20} + N_0$ with $0 \le N_0 < 2^{20}$, added and
+subtracted with a carry (`bits` = 41 by default): JAX has no `int64` without x64, and one
+`int32` word (about 21 useful bits) would leave the grid at the coarse end of the $\kappa$
+range coarser than float32's own rounding (a loss of accuracy against `rexjax.Rex` of 2 to 8x
+at 50 to 100 steps, measured). With 41 bits the grid is $2^{17}$ times finer than a float32's
+24 significant bits at the top of the range, so $Q$ adds no error beyond float32 arithmetic
+itself except on increments below $2^{-17}$ of the range. The most significant word keeps at
+least 8 bits of headroom: it is checked against $2^{\mathrm{bits}+1}$ (in units of the whole
+number) after every update and each increment before its conversion (`eqx.error_if`), so an
+overflow is an error, never a wrap-around.
 
-**Floats.** `y` (what diffrax and the user see) is the float view of the integer state; the
-solver state (`ExactState`) holds both integer copies. A float input is quantised once, when
-the state is initialised (`x -> kappa * [x/kappa] 2^{-F}`, within half a grid step, see
-`ExactRex.round_to_grid`); an input already on the grid is kept bitwise. So
-`sample(invert(x)) == x` bitwise for `x` on the grid, and within half a grid step for any `x`.
+**Floats.** `y` (what diffrax and the user see) is the float view $x = \kappa\,\mathrm{fl}(N
+2^{-F})$ of the integer state; the solver state (`ExactState`) holds both integer copies. A
+float input is quantised once, when the state is initialised, by a search for an integer whose
+view *is* that float (among the 17 grid or half-ulp neighbours of $\mathrm{fl}(x/\kappa)2^F$,
+which provably contain one when one exists); when none exists the nearest is taken, within
+half a grid step plus one rounding (see `ExactRex.round_to_grid`). So `sample(invert(x)) == x`
+bitwise for every `x` the view can produce (every output of the solver; for float32 states
+also most floats: 86 % to 99.9 % of random data and noise, measured on the mixture), and
+within half a grid step plus one rounding (float32: one ulp of `x`) for any `x`.
 
 **Gradients.** The rounding has the straight-through gradient (the identity): the float copies
 carry the derivatives of the unrounded scheme, Rex at $\zeta = 1$, evaluated at the exact
@@ -55,7 +63,7 @@ gradients equal those of backpropagation through the same forward pass.
     (additive coupling). Gomez et al., "The reversible residual network", 2017.
 """
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -84,25 +92,76 @@ from ._tree import scale as _scale
 _MIN_RESOLUTION_BITS = 8
 
 
+_LIMB_BITS = 20  # bits of the low limb of a two-limb (float32) state
+_SEARCH = 8  # the quantiser of float inputs tries 2 * _SEARCH + 1 neighbours
+
+
 class ExactState(eqx.Module):
     r"""The state of `rexjax.ExactRex`: the two coupled copies as fixed-point integers in the
-    Lawson variables ($Y = N 2^{-F}$, $\hat Y = \hat N 2^{-F}$), the float view of $\hat Y$ in
-    $x$ units (the carrier of its gradients) and the exponent $F$."""
+    Lawson variables ($Y = N 2^{-F}$, $\hat Y = \hat N 2^{-F}$), each leaf with a trailing axis
+    of limbs (most significant first: one `int64` for float64 states, two `int32` for float32),
+    the float view of $\hat Y$ in $x$ units (the carrier of its gradients) and the exponent
+    $F$."""
 
-    n: PyTree[Int[Array, "..."]]
-    n_hat: PyTree[Int[Array, "..."]]
+    n: PyTree[Int[Array, "... limbs"]]
+    n_hat: PyTree[Int[Array, "... limbs"]]
     y_hat: Y
     exponent: Int[Array, ""]
 
 
-def _word(dtype) -> tuple[jnp.dtype, int]:
-    """The integer word of a float dtype and its default number of bits."""
+class _Word(NamedTuple):
+    """How a float dtype's fixed-point numbers are held: the limbs' integer dtype, their
+    number and the default (and largest) number of bits."""
+
+    dtype: jnp.dtype
+    limbs: int
+    bits: int
+
+
+def _word(dtype) -> _Word:
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64:
-        return jnp.dtype(jnp.int64), 50
+        return _Word(jnp.dtype(jnp.int64), 1, 50)
     if dtype == jnp.float32:
-        return jnp.dtype(jnp.int32), 21
+        return _Word(jnp.dtype(jnp.int32), 2, 21 + _LIMB_BITS)
     raise ValueError(f"ExactRex integrates float32 or float64 states; got {dtype}.")
+
+
+def _to_limbs(r: Array, word: _Word) -> Array:
+    """Integer-valued floats `r` (|r| < 2^(bits+1)) as limbs, most significant first. Every
+    operation is exact: scaling by powers of two, `floor`, and a subtraction whose result (an
+    integer below $2^{20}$) is representable."""
+    if word.limbs == 1:
+        return r.astype(word.dtype)[..., None]
+    top = jnp.floor(jnp.ldexp(r, -_LIMB_BITS))
+    low = r - jnp.ldexp(top, _LIMB_BITS)
+    return jnp.stack([top.astype(word.dtype), low.astype(word.dtype)], axis=-1)
+
+
+def _limbs_value(n: Array, down: Array) -> Array:
+    r"""$\mathrm{fl}(N 2^{-F})$ from the limbs (each term exact, one rounding in the sum)."""
+    dtype = down.dtype
+    if n.shape[-1] == 1:
+        return n[..., 0].astype(dtype) * down
+    return n[..., 0].astype(dtype) * jnp.ldexp(down, _LIMB_BITS) + n[..., 1].astype(dtype) * down
+
+
+def _add(a: Array, b: Array) -> Array:
+    """`a + b` on limbs, with the carry."""
+    if a.shape[-1] == 1:
+        return a + b
+    low = a[..., 1] + b[..., 1]
+    top = a[..., 0] + b[..., 0] + jnp.right_shift(low, _LIMB_BITS)
+    return jnp.stack([top, low & (2**_LIMB_BITS - 1)], axis=-1)
+
+
+def _subtract(a: Array, b: Array) -> Array:
+    """`a - b` on limbs, with the borrow (an arithmetic shift of a negative low limb)."""
+    if a.shape[-1] == 1:
+        return a - b
+    low = a[..., 1] - b[..., 1]
+    top = a[..., 0] - b[..., 0] + jnp.right_shift(low, _LIMB_BITS)
+    return jnp.stack([top, low & (2**_LIMB_BITS - 1)], axis=-1)
 
 
 def _straight_through(diff: Array, value: Array) -> Array:
@@ -139,8 +198,8 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         `diffrax.Euler()` (Euler–Maruyama) or an additive-noise SRK (`diffrax.ShARK()`, ...).
     - `prediction`: `"data"` or `"noise"`.
     - `bits`: the fixed-point resolution: $|x| \le$ `x_max` at every grid time fits in
-        `bits` bits. Default `None`: 21 for float32 states (int32 words), 50 for float64
-        (int64 words); at most these (beyond, the float view would stop being exact).
+        `bits` bits. Default `None`: 41 for float32 states (two `int32` limbs), 50 for
+        float64 (one `int64`); at most these.
     - `x_max`: the bound on $|x|$ the scale is chosen for (default 4); values up to at least
         twice it are accepted, larger ones raise an error (raise `x_max`: it costs
         resolution).
@@ -159,7 +218,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         base_tableau(self.base)
         if self.bits is not None and not (isinstance(self.bits, int) and 8 < self.bits <= 50):
             raise ValueError(
-                f"bits must be an integer in (8, 50] (at most 21 for float32 states); got "
+                f"bits must be an integer in (8, 50] (at most 41 for float32 states); got "
                 f"{self.bits!r}. Leave bits=None for the most the state's dtype allows."
             )
         if not (isinstance(self.x_max, int | float) and self.x_max > 0):
@@ -187,14 +246,14 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
 
     # -- the fixed-point grid ----------------------------------------------------------------
 
-    def _bits(self, dtype) -> tuple[jnp.dtype, int]:
-        word, default = _word(dtype)
-        if self.bits is not None and self.bits > default:
+    def _bits(self, dtype) -> tuple[_Word, int]:
+        word = _word(dtype)
+        if self.bits is not None and self.bits > word.bits:
             raise ValueError(
-                f"bits={self.bits} exceeds the {default} bits a {jnp.dtype(dtype).name} state "
-                "can view exactly; use float64 states for more resolution."
+                f"bits={self.bits} exceeds the {word.bits} bits of a {jnp.dtype(dtype).name} "
+                "state's fixed-point words; use float64 states for more resolution."
             )
-        return word, default if self.bits is None else self.bits
+        return word, word.bits if self.bits is None else self.bits
 
     def _exponent(self, v: LawsonVariables, t0, t1, bits: int) -> Array:
         r"""$F$ from the end points: $2^F \le 2^{\mathrm{bits}}\kappa_{\min}/x_{\max}$, checked
@@ -209,7 +268,8 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
             "rexjax.ExactRex: over this grid the integrating factor kappa spans a ratio of more "
             f"than 2^{bits - _MIN_RESOLUTION_BITS}, so with one fixed-point scale the state "
             f"would keep fewer than {_MIN_RESOLUTION_BITS} bits of x where kappa is largest. "
-            "Use float64 states (50 bits), a grid closer to the data (larger final time), or "
+            "Use more bits, float64 states (50 bits), a grid closer to the data (larger final "
+            "time), or "
             "the ODE (the reverse SDE's kappa = sigma^2/alpha spans far more)."
         )
         if not isinstance(spread, jax.core.Tracer):
@@ -224,22 +284,51 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         return jnp.ldexp(one, exponent), jnp.ldexp(one, -exponent)
 
     def _quantise(self, values: Y, exponent: Array, limit: float, where: str) -> Y:
-        """`round(values 2^F)` as integers, refusing magnitudes at or above `limit`."""
+        """`round(values 2^F)` as limbs, refusing magnitudes at or above `limit`."""
 
         def leaf(x):
-            word, _ = _word(x.dtype)
             up, _ = self._scale(exponent, x.dtype)
             scaled = jnp.round(x * up)
             ok = jnp.all(jnp.abs(scaled) < limit)
             scaled = eqx.error_if(scaled, ~ok, _overflow_message(where, self.x_max))
-            return scaled.astype(word)
+            return _to_limbs(scaled, _word(x.dtype))
 
         return jtu.tree_map(leaf, values)
 
+    def _quantise_input(self, x: Y, kappa: Array, exponent: Array, limit: float) -> Y:
+        r"""Float inputs `x` at a time with integrating factor `kappa` onto the grid: the
+        integer $N$ whose view $\kappa\,\mathrm{fl}(N 2^{-F})$ is `x` bitwise when one exists.
+
+        Candidates: $r_0 = \mathrm{round}(\mathrm{fl}(x/\kappa) 2^F)$ and its neighbours
+        $r_0 + k s$, $|k| \le 8$, with $s = \max(1, \mathrm{ulp}(x/\kappa) 2^F/2)$. If the
+        view of some $r^*$ is $x$ then $|\mathrm{fl}(r^* 2^{-F}) - x/\kappa| \le 2$ ulp, so
+        either the grid is finer than half an ulp and $|r^* - r_0| < 7$ steps of 1, or the
+        float $\mathrm{fl}(r^* 2^{-F})$ lies on the half-ulp lattice within 8 steps of $r_0$:
+        a candidate always has the same view. The nearest such candidate is kept; without
+        one, $r_0$ (within half a grid step plus one rounding)."""
+
+        def leaf(x):
+            x, dtype = jax.lax.stop_gradient(x), x.dtype  # integers carry no derivatives
+            up, down = self._scale(exponent, dtype)
+            k = kappa.astype(dtype)
+            y = _finite(x / k, "the initial value of ExactRex")
+            r0 = jnp.round(y * up)
+            step = jnp.maximum(1, jnp.spacing(jnp.abs(y)) * up / 2)
+            order = sorted(range(-_SEARCH, _SEARCH + 1), key=abs)  # nearest first
+            r = r0
+            for j in reversed(order):  # the last assignment (the nearest hit) wins
+                cand = r0 + j * step
+                r = jnp.where(k * (cand * down) == x, cand, r)
+            ok = jnp.all(jnp.abs(r) < limit)
+            r = eqx.error_if(r, ~ok, _overflow_message("the initial value", self.x_max))
+            return _to_limbs(r, _word(dtype))
+
+        return jtu.tree_map(leaf, x)
+
     def _view(self, n: Y, exponent: Array, kappa: Array, dtype) -> Y:
-        r"""The float view $\kappa (N 2^{-F})$ of an integer state."""
+        r"""The float view $\kappa\,\mathrm{fl}(N 2^{-F})$ of an integer state."""
         _, down = self._scale(exponent, dtype)
-        return jtu.tree_map(lambda x: kappa.astype(dtype) * (x.astype(dtype) * down), n)
+        return jtu.tree_map(lambda x: kappa.astype(dtype) * _limbs_value(x, down), n)
 
     def _limit(self, dtype) -> float:
         _, bits = self._bits(dtype)
@@ -262,8 +351,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         _, bits = self._bits(dtype)
         exponent = self._exponent(v, t0, t1, bits)
         kappa0 = jnp.exp(v.log_kappa(t0))
-        ys = _finite(_scale(1 / kappa0, y0), "the initial value of ExactRex")
-        n = self._quantise(ys, exponent, self._limit(dtype), "the initial value")
+        n = self._quantise_input(y0, kappa0, exponent, self._limit(dtype))
         return ExactState(n, n, self._view(n, exponent, kappa0, dtype), exponent)
 
     def round_to_grid(self, terms: AbstractTerm, x: Y, t: RealScalarLike, ts) -> Y:
@@ -317,7 +405,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
 
     def _lawson_view(self, n, exponent, dtype):
         _, down = self._scale(exponent, dtype)
-        return jtu.tree_map(lambda x: x.astype(dtype) * down, n)
+        return jtu.tree_map(lambda x: _limbs_value(x, down), n)
 
     def step(self, terms, t0, t1, y0, args, solver_state: ExactState, made_jump):
         del made_jump
@@ -335,7 +423,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         )
         psi, err = self._psi(v, term, path, t0, t1, _scale(kappa0, yh0s), args, reverse=False)
         psi = _finite(psi, "an ExactRex step (forward substep)")
-        n1 = jtu.tree_map(jnp.add, s.n, self._quantise(psi, exponent, limit, "a forward increment"))
+        n1 = jtu.tree_map(_add, s.n, self._quantise(psi, exponent, limit, "a forward increment"))
         n1 = _checked(n1, limit, "the state after a step", self.x_max)
         y1s = jtu.tree_map(
             _straight_through,
@@ -346,7 +434,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         psi_back, _ = self._psi(v, term, path, t0, t1, y1, args, reverse=True)
         psi_back = _finite(psi_back, "an ExactRex step (reverse substep)")
         nh1 = jtu.tree_map(
-            jnp.subtract, s.n_hat, self._quantise(psi_back, exponent, limit, "a reverse increment")
+            _subtract, s.n_hat, self._quantise(psi_back, exponent, limit, "a reverse increment")
         )
         nh1 = _checked(nh1, limit, "the coupled copy after a step", self.x_max)
         yh1s = jtu.tree_map(
@@ -367,14 +455,14 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         psi_back, _ = self._psi(v, term, path, t0, t1, x1, args, reverse=True)
         psi_back = _finite(psi_back, "an ExactRex backward step")
         nh0 = jtu.tree_map(
-            jnp.add, s.n_hat, self._quantise(psi_back, exponent, limit, "a reverse increment")
+            _add, s.n_hat, self._quantise(psi_back, exponent, limit, "a reverse increment")
         )
         nh0 = _checked(nh0, limit, "the coupled copy in a backward step", self.x_max)
         xh0 = self._view(nh0, exponent, kappa0, dtype)
         psi, _ = self._psi(v, term, path, t0, t1, xh0, args, reverse=False)
         psi = _finite(psi, "an ExactRex backward step")
         n0 = jtu.tree_map(
-            jnp.subtract, s.n, self._quantise(psi, exponent, limit, "a forward increment")
+            _subtract, s.n, self._quantise(psi, exponent, limit, "a forward increment")
         )
         n0 = _checked(n0, limit, "the state in a backward step", self.x_max)
         y0 = self._view(n0, exponent, kappa0, dtype)
@@ -409,5 +497,12 @@ def _overflow_message(where: str, x_max: float) -> str:
 
 
 def _checked(n: Y, limit: float, where: str, x_max: float) -> Y:
-    ok = jnp.all(jnp.stack([jnp.all(jnp.abs(x) < limit) for x in jtu.tree_leaves(n)]))
+    """`n`, with an error where the most significant limb reaches `limit` (in units of the
+    whole number)."""
+
+    def small(x):
+        scale = 2 ** (_LIMB_BITS * (x.shape[-1] - 1))
+        return jnp.all(jnp.abs(x[..., 0]) < limit / scale)
+
+    ok = jnp.all(jnp.stack([small(x) for x in jtu.tree_leaves(n)]))
     return eqx.error_if(n, ~ok, _overflow_message(where, x_max))

@@ -74,6 +74,31 @@ def test_round_trip_is_bitwise(dtype, prediction, base):
     np.testing.assert_array_equal(latent.solver_state.n_hat, latent.solver_state.n)
 
 
+def test_two_limb_arithmetic_is_exact():
+    """float32 states hold N = N_1 2^20 + N_0 in two int32 limbs: conversion from integer-valued
+    floats, addition with carry and subtraction with borrow agree with int64 arithmetic."""
+    from rexjax._exact import _add, _subtract, _to_limbs, _word
+
+    rng = np.random.default_rng(0)
+    word = _word(jnp.float32)
+    assert word.limbs == 2 and word.bits == 41
+
+    def value(n):
+        n = np.asarray(n, np.int64)
+        return n[..., 0] * 2**20 + n[..., 1]
+
+    mags = 2.0 ** rng.uniform(0, 41, 2000)
+    r = np.round(rng.choice([-1, 1], 2000) * mags).astype(np.float32)
+    r[:4] = [0, -1, 2**20, -(2**20)]
+    a = _to_limbs(jnp.asarray(r), word)
+    assert a.dtype == jnp.int32 and bool(jnp.all((a[..., 1] >= 0) & (a[..., 1] < 2**20)))
+    np.testing.assert_array_equal(value(a), r.astype(np.int64))
+    b = a[::-1]
+    np.testing.assert_array_equal(value(_add(a, b)), value(a) + value(b))
+    np.testing.assert_array_equal(value(_subtract(a, b)), value(a) - value(b))
+    np.testing.assert_array_equal(_subtract(_add(a, b), b), a)
+
+
 def test_word_sizes_and_defaults():
     solver = rx.ExactRex()
     assert isinstance(solver.base, rx.EES27) and solver.coupling == 1.0
@@ -86,13 +111,15 @@ def test_word_sizes_and_defaults():
 
 @pytest.mark.slow
 def test_sde_round_trip_is_bitwise_and_adaptive_grid_replayed():
-    x0 = MIXTURE.sample_data(jax.random.key(3), 8)
-    ts = rx.log_snr_grid(SCHEDULE, 1.0, 1e-3, 10)
-    solver = rx.ExactRex(diffrax.Euler(), "data")
+    # The reverse SDE's inverse expands: latents beyond the default x_max's range are refused.
+    solver = rx.ExactRex(diffrax.Euler(), "data", x_max=64.0)
     key = jax.random.key(5)
-    back, on_grid, _ = _bitwise_round_trip(solver, x0, ts, key=key)
-    np.testing.assert_array_equal(back.solver_state.n, on_grid.n)
-    np.testing.assert_array_equal(back.y, on_grid.y_hat)
+    for dtype in (jnp.float64, jnp.float32):  # float32: kappa spans 2^21, within 41 bits
+        x0 = MIXTURE.sample_data(jax.random.key(3), 8, dtype=dtype)
+        ts = rx.log_snr_grid(SCHEDULE, 1.0, 1e-3, 10).astype(dtype)
+        back, on_grid, _ = _bitwise_round_trip(solver, x0, ts, key=key)
+        np.testing.assert_array_equal(back.solver_state.n, on_grid.n)
+        np.testing.assert_array_equal(back.y, on_grid.y_hat)
     # Adaptive (ODE, float64): the accepted grid is replayed exactly.
     solver = rx.ExactRex(diffrax.Tsit5(), "data")
     z = jax.random.normal(jax.random.key(4), (8, MIXTURE.dim))
@@ -154,10 +181,11 @@ def test_overflow_and_range_are_refused():
     x = jnp.full((1, MIXTURE.dim), 50.0)
     with pytest.raises(Exception, match="leaves the fixed-point range"):
         rx.invert(TERM, solver, x, ts)
-    # float32 reverse SDE: kappa = sigma^2/alpha spans ~2^21 on this grid, too much for 21 bits.
+    # Reverse SDE: kappa = sigma^2/alpha spans ~2^21 on this grid, too much for 21 bits (the
+    # default 41 bits of a float32 state hold it).
     x32 = MIXTURE.sample_data(jax.random.key(0), 2, dtype=jnp.float32)
     with pytest.raises(ValueError, match="kappa spans"):
-        rx.ExactRex(diffrax.Euler()).init(
+        rx.ExactRex(diffrax.Euler(), bits=21).init(
             rx.reverse_sde(TERM, rx.ExactRex(diffrax.Euler()), jax.random.key(0), ts, x32),
             jnp.float32(1e-3),
             jnp.float32(1.0),
@@ -185,7 +213,9 @@ def test_random_unet_round_trip_is_bitwise():
         "sample_size": 16,
     }
     term = rm.diffusion_term(rm.random_unet(config, jax.random.key(0)), rm.DDPM_SCHEDULER_CONFIG)
-    solver = rx.ExactRex(rx.EES25(), "data")
+    # A random network's ODE is strongly expanding: its inversion leaves |x| <= 8, the range of
+    # the default x_max, and is refused; x_max=256 costs 6 of the 41 bits.
+    solver = rx.ExactRex(rx.EES25(), "data", x_max=256.0)
     ts = rx.log_snr_grid(term.schedule, 1.0, 1e-3, 6).astype(jnp.float32)
     x0 = jnp.clip(jax.random.normal(jax.random.key(1), (2, 3, 16, 16), jnp.float32), -1, 1)
     back, on_grid, _ = _bitwise_round_trip(solver, x0, ts, term=term)

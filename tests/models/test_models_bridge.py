@@ -12,6 +12,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -59,8 +60,9 @@ def test_random_unet_matches_checkpoint_layout(unet_folder):
     assert shapes == jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), loaded.params)
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
 
-    def run(net, x):  # compiled: an eager UNet call dispatches hundreds of small ops
-        return jax.jit(lambda x: net(x, 500.0))(x)
+    # Compiled with the weights as arguments (an eager UNet call dispatches hundreds of small
+    # ops; closed-over weights would be constant-folded, and each network compiled anew).
+    run = eqx.filter_jit(lambda net, x: net(x, 500.0))
 
     out32, out64 = (np.asarray(run(nets[d], x.astype(d))) for d in ("float32", "float64"))
     assert out64.dtype == np.float64 and run(nets["bfloat16"], x).dtype == jnp.bfloat16
