@@ -209,8 +209,8 @@ def main():
                 )
             )
             log(
-                f"{m.name:>42s} {n:3d} steps: RT MSE {rt:.2e} latent RMS {latent_rms:.3g} FD {g['fd']:.3f} acc "
-                f"{g['accuracy']:.3f} non-finite {g['frac_nonfinite']:.2f}"
+                f"{m.name:>42s} {n:3d} steps: RT MSE {rt:.2e} latent RMS {latent_rms:.3g} "
+                f"FD {g['fd']:.3f} acc {g['accuracy']:.3f} non-finite {g['frac_nonfinite']:.2f}"
             )
             write_csv(rows, f"{stem}.csv")
     head = (

@@ -54,7 +54,7 @@ def _backward(term, solver, y, state, ts, args=None):
     def body(carry, times):
         def back(c):
             y, s = c
-            y, _, s, _ = solver.backward_step(term, times[0], times[1], y, None, args, s, False)
+            y, _, s, _ = solver.backward_step(term, times[0], times[1], y, args, None, s, False)
             return y, s
 
         return jax.lax.cond(times[0] == times[1], lambda c: c, back, carry), None

@@ -24,3 +24,17 @@ def _release_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+# Run the longest modules first: with two xdist workers (`-n 2 --dist worksteal`), a module of
+# one or two minutes collected last keeps one worker busy while the other sits idle.
+_LONG_MODULES = (
+    "test_notebook_digits.py",
+    "test_demo_digits.py",
+    "test_sharding.py",
+    "test_notebook_boltzmann.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in _LONG_MODULES)  # stable: modules stay whole

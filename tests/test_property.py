@@ -50,7 +50,7 @@ def _round_trip(ts, coupling, base, prediction, dtype, seed):
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
-@settings(max_examples=12, deadline=None, phases=_PHASES, derandomize=True)
+@settings(max_examples=8, deadline=None, phases=_PHASES, derandomize=True)
 @given(
     ts=grids(),
     coupling=st.sampled_from(COUPLINGS),
@@ -67,7 +67,7 @@ def test_data_prediction_round_trip_at_the_floor(ts, coupling, base, float32, se
     assert error <= 1e4 * float(jnp.finfo(dtype).eps), error
 
 
-@settings(max_examples=8, deadline=None, phases=_PHASES, derandomize=True)
+@settings(max_examples=6, deadline=None, phases=_PHASES, derandomize=True)
 @given(
     ts=grids(),
     coupling=st.sampled_from(COUPLINGS),

@@ -61,12 +61,14 @@ def test_random_unet_matches_checkpoint_layout(unet_folder):
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
 
     # Compiled with the weights as arguments (an eager UNet call dispatches hundreds of small
-    # ops; closed-over weights would be constant-folded, and each network compiled anew).
+    # ops; closed-over weights would be constant-folded into each program).
     run = eqx.filter_jit(lambda net, x: net(x, 500.0))
-
     out32, out64 = (np.asarray(run(nets[d], x.astype(d))) for d in ("float32", "float64"))
-    assert out64.dtype == np.float64 and run(nets["bfloat16"], x).dtype == jnp.bfloat16
+    assert out64.dtype == np.float64
     np.testing.assert_allclose(out64, out32, rtol=1e-4, atol=1e-5 * np.abs(out64).max())
+    # bfloat16 end to end (traced, not compiled); another key (the same compiled program).
+    bf16 = jax.eval_shape(lambda net, x: net(x, 500.0), nets["bfloat16"], x.astype(jnp.bfloat16))
+    assert bf16.dtype == jnp.bfloat16 and bf16.shape == out32.shape
     other = rm.random_unet(config, jax.random.key(1))
     assert not np.allclose(np.asarray(run(other, x.astype(np.float32))), out32)
 
