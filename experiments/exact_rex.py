@@ -67,10 +67,10 @@ def padded_grid(schedule, n, length, dtype):
     return jnp.concatenate([ts, jnp.full(length + 1 - ts.shape[0], ts[-1])]).astype(dtype)
 
 
-def sample(term, solver, z, ts):
+def sample(term, solver, z, ts, args=None):
     """Noise to data along a padded grid (the scale of ExactRex from the grid's end points)."""
-    state = solver.init(term, ts[0], ts[-1], z, None)
-    return _forward(term, solver, z, state, ts)[0]
+    state = solver.init(term, ts[0], ts[-1], z, args)
+    return _forward(term, solver, z, state, ts, args)[0]
 
 
 def round_trip(term, solver, x0, ts, args=None):
@@ -196,28 +196,42 @@ def round_trips(models, steps, log, methods=None):
     return rows
 
 
-def speed(steps, log, repeats=3):
-    term = MIXTURE.term()
-    z = jax.random.normal(common.key(3), (256, MIXTURE.dim), jnp.float32)
-    ts = padded_grid(SCHEDULE, steps, steps, jnp.float32)
-    times = {}
-    for name, solver in (("Rex", rx.Rex(rx.EES27(), "data", 1.0)), ("ExactRex", rx.ExactRex())):
-        jax.block_until_ready(sample(term, solver, z, ts))  # compile
-        best = np.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(sample(term, solver, z, ts))
-            best = min(best, time.perf_counter() - t0)
-        times[name] = best
-    row = dict(
-        steps=steps,
-        batch=256,
-        rex_s=times["Rex"],
-        exact_s=times["ExactRex"],
-        ratio=times["ExactRex"] / times["Rex"],
-    )
-    log(f"  speed {row}")
-    return [row]
+def speed(log, quick=False):
+    """Best-of-3 wall time of one compiled sampling run, Rex (coupling 1) against ExactRex,
+    EES(2,7): on the mixture (a cheap model: the fixed-point bookkeeping shows) and on the
+    trained digits UNet (a real network). `quick`: the mixture at 10 steps, one timing."""
+    cases = [("mixture", MIXTURE.term(), SCHEDULE, 10 if quick else 50, (256, MIXTURE.dim), None)]
+    if not quick:
+        from rexjax.models import pretrained
+
+        digits = pretrained.digits_term(dtype=jnp.float32)
+        shape = (16, *pretrained.IMAGE_SHAPE)
+        cases.append(("digits", digits, digits.schedule, 10, shape, jnp.arange(16) % 10))
+    repeats = 1 if quick else 3
+    rows = []
+    for model, term, schedule, steps, shape, args in cases:
+        z = jax.random.normal(common.key(3), shape, jnp.float32)
+        ts = padded_grid(schedule, steps, steps, jnp.float32)
+        times = {}
+        for name, solver in (("Rex", rx.Rex(rx.EES27(), "data", 1.0)), ("ExactRex", rx.ExactRex())):
+            jax.block_until_ready(sample(term, solver, z, ts, args))  # compile
+            best = np.inf
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                jax.block_until_ready(sample(term, solver, z, ts, args))
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+        row = dict(
+            model=model,
+            steps=steps,
+            batch=shape[0],
+            rex_s=times["Rex"],
+            exact_s=times["ExactRex"],
+            ratio=times["ExactRex"] / times["Rex"],
+        )
+        log(f"  speed {row}")
+        rows.append(row)
+    return rows
 
 
 def write_results(out, title, acc, trips, spd):
@@ -238,8 +252,8 @@ def write_results(out, title, acc, trips, spd):
         ["model", "method", "steps", "float32 round trip"],
     )
     speed_table = common.markdown_table(
-        [[r["steps"], r["batch"], r["rex_s"], r["exact_s"], r["ratio"]] for r in spd],
-        ["steps", "batch", "Rex s", "ExactRex s", "ratio"],
+        [[r["model"], r["steps"], r["batch"], r["rex_s"], r["exact_s"], r["ratio"]] for r in spd],
+        ["model", "steps", "batch", "Rex s", "ExactRex s", "ratio"],
         spec=".3g",
     )
     common.write_markdown(
@@ -248,7 +262,7 @@ def write_results(out, title, acc, trips, spd):
         [
             ("Sample error vs Dopri8 (mixture, data prediction)", acc_table),
             ("Round trips, max |sample(invert(x)) - x| / max |x|", trip_table),
-            ("Speed (one compiled sampling run, mixture, float32)", speed_table),
+            ("Speed (one compiled sampling run, float32, best of 3)", speed_table),
         ],
     )
     plt = common.pyplot()
@@ -291,7 +305,7 @@ def main():
     if args.quick:
         acc = accuracy([10], ["EES27"], [jnp.float64], log)
         trips = round_trips(["mixture"], 10, log, ["ExactRex EES27 (data)", "EDICT p=0.93"])
-        spd = speed(10, log, repeats=1)
+        spd = speed(log, quick=True)
     else:
         kept = {p: out / f"exact_rex_{p}.csv" for p in ("accuracy", "round_trips", "speed")}
         acc = (
@@ -304,7 +318,7 @@ def main():
             if "round_trips" in parts
             else common.read_csv(kept["round_trips"])
         )
-        spd = speed(50, log) if "speed" in parts else common.read_csv(kept["speed"])
+        spd = speed(log) if "speed" in parts else common.read_csv(kept["speed"])
     write_results(out, log.lines[0], acc, trips, spd)
     log.save(out / "exact_rex.log")
 
