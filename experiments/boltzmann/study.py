@@ -221,6 +221,7 @@ def plots(rows, target, out):
     if plt is None:
         return
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    known_log_z = any(np.isfinite(r["logz_bias_B_all"]) for r in rows)
     fixed = [r for r in rows if "tol" not in r["method"]]
     for method in dict.fromkeys(r["method"] for r in fixed):
         rs = sorted((r for r in fixed if r["method"] == method), key=lambda r: r["nfe"])
@@ -228,16 +229,26 @@ def plots(rows, target, out):
         (line,) = axes[0].plot(nfe, [r["ess_B"] for r in rs], "-o", ms=3, label=method)
         axes[0].plot(nfe, [r["ess_A"] for r in rs], ":", color=line.get_color())
         axes[1].plot(nfe, [r["energy_w2"] for r in rs], "-o", ms=3, color=line.get_color())
-        axes[2].plot(nfe, [abs(r["logz_bias_A_all"]) for r in rs], ":", color=line.get_color())
-        axes[2].plot(nfe, [abs(r["logz_bias_B_all"]) for r in rs], "-o", ms=3,
-                     color=line.get_color())  # fmt: skip
-    n_all = rows[0]["n"]
-    for r in rows:  # does the log Z bias vanish as the number of samples grows?
-        axes[3].plot([16, 256, n_all], [abs(r[f"logz_bias_B_{k}"]) for k in ("n16", "n256", "all")],
-                     "-o", ms=3, label=f"{r['method']} ({r['steps']})")  # fmt: skip
-    axes[3].set(xscale="log", yscale="log", xlabel="samples N", ylabel="|log Ẑ − log Z| (B)",
-                title="bias vs N: 1/N (log-mean-exp) or a floor (wrong log q)")  # fmt: skip
-    axes[3].legend(fontsize=5, ncol=2)
+        if known_log_z:
+            axes[2].plot(nfe, [abs(r["logz_bias_A_all"]) for r in rs], ":", color=line.get_color())
+            axes[2].plot(nfe, [abs(r["logz_bias_B_all"]) for r in rs], "-o", ms=3,
+                         color=line.get_color())  # fmt: skip
+        else:
+            axes[2].plot(nfe, [r["sample_w2"] for r in rs], "-o", ms=3, color=line.get_color())
+    if known_log_z:
+        n_all = rows[0]["n"]
+        for r in rows:  # does the log Z bias vanish as the number of samples grows?
+            axes[3].plot([16, 256, n_all],
+                         [abs(r[f"logz_bias_B_{k}"]) for k in ("n16", "n256", "all")],
+                         "-o", ms=3, label=f"{r['method']} ({r['steps']})")  # fmt: skip
+        axes[3].set(xscale="log", yscale="log", xlabel="samples N",
+                    ylabel="|log Ẑ − log Z| (B)",
+                    title="bias vs N: 1/N (log-mean-exp) or a floor (wrong log q)")  # fmt: skip
+        axes[3].legend(fontsize=5, ncol=2)
+    else:  # DW-4: no reference log Z, so no bias panels
+        axes[2].set(xscale="log", xlabel="NFE", ylabel="sample W2", title="sample W2 (no log Z)")
+        axes[3].axis("off")
+        axes[3].text(0.5, 0.5, f"{target}: log Z unknown", ha="center", va="center")
     for r in rows:
         if "tol" in r["method"]:
             axes[0].plot(r["nfe"], r["ess_B"], "k*", ms=7)
@@ -245,8 +256,9 @@ def plots(rows, target, out):
     axes[0].set(xscale="log", xlabel="NFE", ylabel="Kish ESS / N",
                 title=f"{target}: ESS, (B) solid, (A) dotted; * adaptive")  # fmt: skip
     axes[1].set(xscale="log", yscale="log", xlabel="NFE", ylabel="energy-W2 (kT)")
-    axes[2].set(xscale="log", yscale="log", xlabel="NFE", ylabel="|log Ẑ − log Z|",
-                title="(B) solid, (A) dotted")  # fmt: skip
+    if known_log_z:
+        axes[2].set(xscale="log", yscale="log", xlabel="NFE", ylabel="|log Ẑ − log Z|",
+                    title="(B) solid, (A) dotted")  # fmt: skip
     axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out / f"boltzmann_{target}.png", dpi=120)
@@ -279,7 +291,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a small smoke test")
     parser.add_argument("--out", default=None)
     parser.add_argument("--model", default=None, help="weights file (default: the committed)")
+    parser.add_argument("--report", action="store_true", help="only redraw the plot from the CSV")
     args = parser.parse_args(argv)
+    if args.report:
+        out = common.out_dir(args.out)
+        plots(common.read_csv(out / f"boltzmann_{args.target}.csv"), args.target, out)
+        return
     jax.config.update("jax_enable_x64", True)
     out = common.out_dir(args.out)
     log = common.Log()
