@@ -26,11 +26,10 @@ def test_coarse_steps_quick(tmp_path):
     # EES25, 2 predictions, 2 dtypes, 2 step counts: Princeps + Rex at couplings 1 and 0.9.
     assert len(rows) == 2 * 2 * 2 * 3
     for r in rows:
-        assert float(r["error"]) < 0.1  # the 10-step EES25 error is about 1e-2 on the mixture
         if r["method"] == "Princeps":
+            assert float(r["error"]) < 0.1  # the 10-step EES25 error is about 5e-3 here
             assert float(r["ratio"]) == 1.0
             continue
-        assert float(r["gap"]) < 1.0  # the coupled pair stays together on these grids
         assert float(r["ratio"]) == pytest.approx(
             float(r["error"])
             / float(
@@ -42,10 +41,15 @@ def test_coarse_steps_quick(tmp_path):
                 )
             )
         )
-        if r["dtype"] == "float64" and r["prediction"] == "data":
-            assert float(r["round_trip"]) < 1e-12
-        if r["dtype"] == "float32":
-            assert float(r["round_trip"]) < 1e-3
+        if r["prediction"] == "noise":
+            # The documented failure (README, "Behaviours of the coupling"): EES25 with noise
+            # prediction at couplings 0.9-1 is far from its base (measured 33-92x here).
+            assert float(r["ratio"]) > 5
+            continue
+        assert float(r["error"]) < 0.1 and float(r["ratio"]) < 2  # measured 1.34-1.57
+        assert float(r["gap"]) < 1e-2  # the coupled pair stays together (measured <= 1.3e-4)
+        bound = 1e-12 if r["dtype"] == "float64" else 1e-5
+        assert float(r["round_trip"]) < bound
     with (tmp_path / "coarse_steps_nfe.csv").open() as f:
         nfe = list(csv.DictReader(f))
     assert [r["method"] for r in nfe] == ["DDIM (naive inv.)"]
