@@ -40,8 +40,12 @@ class Log:
         print(msg, flush=True)
         self.lines.append(msg)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text("\n".join(self.lines) + "\n")
+    def save(self, path: str | Path, append: bool = False) -> None:
+        """Write the log; `append` (a `--resume` run) keeps what an earlier run wrote there."""
+        path, text = Path(path), "\n".join(self.lines) + "\n"
+        if append and path.exists():
+            text = path.read_text() + "\n--- resumed ---\n" + text
+        path.write_text(text)
 
 
 def progress(items: Iterable, desc: str = "", total: int | None = None):

@@ -247,7 +247,7 @@ def main():
         fig.suptitle("Rex ablation on the digits model (Midpoint base)")
         fig.tight_layout()
         fig.savefig(f"{stem}.png", dpi=120)
-    log.save(f"{stem}_log.txt")
+    log.save(f"{stem}_log.txt", append=opts.resume and not opts.report)
 
 
 if __name__ == "__main__":

@@ -245,7 +245,7 @@ def main():
     if examples:
         log(f"examples grid: rows digits, columns source then {list(examples)}")
     report(rows, stem, log, opts)
-    log.save(f"{stem}_log.txt")
+    log.save(f"{stem}_log.txt", append=opts.resume and not opts.report)
 
 
 def write_examples(path, x0, examples):

@@ -136,7 +136,7 @@ def main():
             np.save(out / f"digits_generation_samples_{m.name.replace(' ', '_')}.npy", x[:100])
     write_csv(rows, f"{stem}.csv")
     report(rows, stem, log, samples, opts.guidance)
-    log.save(f"{stem}_log.txt")
+    log.save(f"{stem}_log.txt", append=opts.resume and not opts.report)
 
 
 def report(rows, stem, log, samples, guidance):

@@ -143,7 +143,7 @@ def main():
         )
         write_csv(rows, f"{stem}.csv")
     report(rows, stem, log, ref_err, opts.ref_steps)
-    log.save(f"{stem}_log.txt")
+    log.save(f"{stem}_log.txt", append=opts.resume and not opts.report)
 
 
 def report(rows, stem, log, ref_err, ref_steps):

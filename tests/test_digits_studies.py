@@ -101,3 +101,19 @@ def test_ablation_quick(tmp_path, monkeypatch):
     no_rep = float(by["no reparameterisation (Lawson, RK in t)", "3"]["latent_rms"])
     assert no_rep > 100 * float(by["Rex Midpoint (full)", "3"]["latent_rms"])
     assert float(by["no coupling (Princeps)", "3"]["rt_mse"]) > 1e-6
+
+
+def test_resumed_runs_keep_the_earlier_log(tmp_path):
+    """`--resume` appends to a study's log instead of replacing what the first run wrote."""
+    import common
+
+    first, second = common.Log(), common.Log()
+    first("first run: cells A")
+    second("resumed run: cells B")
+    path = tmp_path / "study_log.txt"
+    first.save(path)
+    second.save(path, append=True)
+    text = path.read_text()
+    assert text.index("cells A") < text.index("--- resumed ---") < text.index("cells B")
+    second.save(path)  # a fresh run replaces it
+    assert "cells A" not in path.read_text()
