@@ -146,22 +146,25 @@ def _limbs_value(n: Array, down: Array) -> Array:
     return n[..., 0].astype(dtype) * jnp.ldexp(down, _LIMB_BITS) + n[..., 1].astype(dtype) * down
 
 
-def _add(a: Array, b: Array) -> Array:
-    """`a + b` on limbs, with the carry."""
-    if a.shape[-1] == 1:
-        return a + b
-    low = a[..., 1] + b[..., 1]
-    top = a[..., 0] + b[..., 0] + jnp.right_shift(low, _LIMB_BITS)
+def _carried(n: Array) -> Array:
+    """Limb-wise sums or differences (a low limb in $(-2^{21}, 2^{21})$) normalised: the low
+    limb back in $[0, 2^{20})$, its carry or borrow (an arithmetic shift, negative for a
+    borrow) moved into the top limb."""
+    if n.shape[-1] == 1:
+        return n
+    low = n[..., 1]
+    top = n[..., 0] + jnp.right_shift(low, _LIMB_BITS)
     return jnp.stack([top, low & (2**_LIMB_BITS - 1)], axis=-1)
+
+
+def _add(a: Array, b: Array) -> Array:
+    """`a + b` on limbs."""
+    return _carried(a + b)
 
 
 def _subtract(a: Array, b: Array) -> Array:
-    """`a - b` on limbs, with the borrow (an arithmetic shift of a negative low limb)."""
-    if a.shape[-1] == 1:
-        return a - b
-    low = a[..., 1] - b[..., 1]
-    top = a[..., 0] - b[..., 0] + jnp.right_shift(low, _LIMB_BITS)
-    return jnp.stack([top, low & (2**_LIMB_BITS - 1)], axis=-1)
+    """`a - b` on limbs."""
+    return _carried(a - b)
 
 
 def _straight_through(diff: Array, value: Array) -> Array:
@@ -283,15 +286,18 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         one = jnp.ones((), dtype)
         return jnp.ldexp(one, exponent), jnp.ldexp(one, -exponent)
 
+    def _limbs_in_range(self, r: Array, limit: float, where: str) -> Array:
+        """Integer-valued floats `r` as limbs, refusing magnitudes at or above `limit`."""
+        ok = jnp.all(jnp.abs(r) < limit)
+        r = eqx.error_if(r, ~ok, _overflow_message(where, self.x_max))
+        return _to_limbs(r, _word(r.dtype))
+
     def _quantise(self, values: Y, exponent: Array, limit: float, where: str) -> Y:
         """`round(values 2^F)` as limbs, refusing magnitudes at or above `limit`."""
 
         def leaf(x):
             up, _ = self._scale(exponent, x.dtype)
-            scaled = jnp.round(x * up)
-            ok = jnp.all(jnp.abs(scaled) < limit)
-            scaled = eqx.error_if(scaled, ~ok, _overflow_message(where, self.x_max))
-            return _to_limbs(scaled, _word(x.dtype))
+            return self._limbs_in_range(jnp.round(x * up), limit, where)
 
         return jtu.tree_map(leaf, values)
 
@@ -319,9 +325,7 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
             for j in reversed(order):  # the last assignment (the nearest hit) wins
                 cand = r0 + j * step
                 r = jnp.where(k * (cand * down) == x, cand, r)
-            ok = jnp.all(jnp.abs(r) < limit)
-            r = eqx.error_if(r, ~ok, _overflow_message("the initial value", self.x_max))
-            return _to_limbs(r, _word(dtype))
+            return self._limbs_in_range(r, limit, "the initial value")
 
         return jtu.tree_map(leaf, x)
 
