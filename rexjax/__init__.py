@@ -21,6 +21,7 @@ from ._diagnostics import (
 from ._exact import ExactRex as ExactRex, ExactState as ExactState
 from ._gmm import GaussianMixture as GaussianMixture
 from ._inversion import (
+    CouplingWarning as CouplingWarning,
     ReversibleState as ReversibleState,
     accepted_grid as accepted_grid,
     adaptive_grid as adaptive_grid,

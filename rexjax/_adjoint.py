@@ -47,7 +47,7 @@ from diffrax._term import WrapTerm  # noqa: PLC2701  (private: diffrax is pinned
 
 from ._brownian import ReverseSDE
 from ._lawson import lawson_increment
-from ._reversible import AbstractReversibleSolver, Rex, base_tableau, unwrap_term
+from ._reversible import AbstractReversibleSolver, Rex, _undamped, base_tableau, unwrap_term
 from ._tree import add as _tree_add, lin as _lin, scale as _scale
 
 
@@ -205,10 +205,11 @@ def _rex_reconstruct(solver, terms, tau0, tau1, y1, s1, diff, nondiff):
     the pull-back of the forward step assembled from them.
 
     Forward: $y_1 = r(\zeta y_0 + (1-\zeta)\hat y_0) + \kappa_1\psi(\hat y_0)$,
-    $\hat y_1 = r\hat y_0 - \kappa_1\psi^-(y_1)$. Given $(\bar y_1, \bar{\hat y}_1)$ and the dense
-    output's cotangents: $g = \bar y_1 + \partial\psi^-(y_1)^\top(-\kappa_1\bar{\hat y}_1)$,
-    $\bar y_0 = r\zeta g$, $\bar{\hat y}_0 = r\bar{\hat y}_1 + r(1-\zeta)g +
-    \partial\psi(\hat y_0)^\top(\kappa_1 g)$, the parameters collecting both VJPs.
+    $\hat y_1 = \rho(r\hat y_0 - \kappa_1\psi^-(y_1)) + (1-\rho)y_1$. Given $(\bar y_1,
+    \bar{\hat y}_1)$ and the dense output's cotangents: $g = \bar y_1 + (1-\rho)\bar{\hat y}_1 +
+    \partial\psi^-(y_1)^\top(-\rho\kappa_1\bar{\hat y}_1)$, $\bar y_0 = r\zeta g$,
+    $\bar{\hat y}_0 = \rho r\bar{\hat y}_1 + r(1-\zeta)g + \partial\psi(\hat y_0)^\top
+    (\kappa_1 g)$, the parameters collecting both VJPs.
 
     **Returns:** `(y0, yh0, info, pullback)` with `pullback(ct_y1, ct_s1, ct_info) ->
     (ct_y0, ct_s0, ct_args, ct_terms)`.
@@ -217,6 +218,7 @@ def _rex_reconstruct(solver, terms, tau0, tau1, y1, s1, diff, nondiff):
     nondiff_args, nondiff_terms = nondiff
     _, t0, t1, v, r, kappa0, kappa1, noise = solver._parts(terms, tau0, tau1)
     tableau, zeta = base_tableau(solver.base), solver.step_coupling(v, t0, t1)
+    rho = solver.copy_damping(v, t0, t1)
 
     def increment(start, end, nz):
         def fn(y, d_args, d_terms):
@@ -229,17 +231,17 @@ def _rex_reconstruct(solver, terms, tau0, tau1, y1, s1, diff, nondiff):
 
     back_noise = None if noise is None else noise.reversed()
     psi_back, vjp_back = jax.vjp(increment(t1, t0, back_noise), y1, diff_args, diff_terms)
-    yh0 = _lin(1 / r, s1, kappa0, psi_back)
+    yh0 = _lin(1 / (rho * r), _undamped(s1, y1, rho), kappa0, psi_back)
     psi, vjp_fwd = jax.vjp(increment(t0, t1, noise), yh0, diff_args, diff_terms)
     y0 = _lin(1 / (r * zeta), y1, 1 - 1 / zeta, yh0)
     y0 = _lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi)
 
     def pullback(ct_y1, ct_s1, ct_info):
-        dy1, da_back, dt_back = vjp_back(_scale(-kappa1, ct_s1))
-        g = _tree_add(_tree_add(ct_y1, ct_info["y1"]), dy1)
+        dy1, da_back, dt_back = vjp_back(_scale(-rho * kappa1, ct_s1))
+        g = _tree_add(_tree_add(ct_y1, ct_info["y1"]), _tree_add(dy1, _scale(1 - rho, ct_s1)))
         ct_y0 = _tree_add(_scale(r * zeta, g), ct_info["y0"])
         dyh0, da_fwd, dt_fwd = vjp_fwd(_scale(kappa1, g))
-        ct_s0 = _tree_add(_lin(r, ct_s1, r * (1 - zeta), g), dyh0)
+        ct_s0 = _tree_add(_lin(rho * r, ct_s1, r * (1 - zeta), g), dyh0)
         return ct_y0, ct_s0, _tree_add(da_back, da_fwd), _tree_add(dt_back, dt_fwd)
 
     return y0, yh0, dict(y0=y0, y1=y1), pullback

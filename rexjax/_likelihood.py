@@ -27,11 +27,13 @@ a pilot batch) and use (B) on the frozen grid. For `rexjax.Rex` the map starts t
 other.
 
 **The full Rex map** $(x_n, \hat x_n) \mapsto (x_{n+1}, \hat x_{n+1})$ is the composition of
-two shears, $x_{n+1} = r\zeta x_n + g(\hat x_n)$ and $\hat x_{n+1} = r\hat x_n - h(x_{n+1})$
-($r = \kappa_{n+1}/\kappa_n$), so its Jacobian determinant is the constant $(r^2\zeta)^D$ a step
-and $\log|\det| = D\sum_n\log(r_n^2\zeta)$ over a grid (`rex_pair_log_det`). It does not give
-$q(x_N)$ (the tied start $\hat x_0 = x_0$ is a degenerate base) but gives exact weights on the
-augmented space $(x, \hat x)$ when $\hat x_0$ is drawn at random.
+two shears, $x_{n+1} = r\zeta x_n + g(\hat x_n)$ and $\hat x_{n+1} = \rho r\hat x_n +
+h(x_{n+1})$ ($r = \kappa_{n+1}/\kappa_n$, $\rho$ the copy's damping, 1 except for noise
+prediction with `coupling="auto"`), so its Jacobian determinant is the constant
+$(r^2\zeta\rho)^D$ a step and $\log|\det| = D\sum_n\log(r_n^2\zeta_n\rho_n)$ over a grid
+(`rex_pair_log_det`). It does not give $q(x_N)$ (the tied start $\hat x_0 = x_0$ is a
+degenerate base) but gives exact weights on the augmented space $(x, \hat x)$ when $\hat x_0$
+is drawn at random.
 
 **Weights.** With an unnormalised target $\tilde p = Z p$, $\log w = \log\tilde p(x) - \log
 q(x)$; `kish_ess` $=(\sum w)^2/(N\sum w^2)$, `log_normaliser` $=\log\frac1N\sum w$ (its
@@ -315,8 +317,9 @@ def discrete_log_prob(
 
 def rex_pair_log_det(term: DiffusionTerm, solver: Rex, ts: Times, dim: int) -> Float[Array, ""]:
     r"""The constant $\log|\det|$ of the full Rex map $(x_0, \hat x_0) \mapsto (x_N, \hat x_N)$
-    on the grid `ts`: $D\sum_n\log(r_n^2\zeta) = D(2\log(\kappa_N/\kappa_0) + N\log\zeta)$,
-    independent of the state and of the model.
+    on the grid `ts`: $D\sum_n\log(r_n^2\zeta_n\rho_n) = D(2\log(\kappa_N/\kappa_0) +
+    \sum_n\log(\zeta_n\rho_n))$ (`Rex.step_coupling`, `Rex.copy_damping`), independent of the
+    state and of the model.
 
     **Arguments:** the `DiffusionTerm`, the `rexjax.Rex` solver, the grid and the dimension
     $D$ of one sample (the pair has $2D$ entries).
@@ -326,9 +329,13 @@ def rex_pair_log_det(term: DiffusionTerm, solver: Rex, ts: Times, dim: int) -> F
     if not isinstance(solver, Rex):
         raise ValueError(f"rex_pair_log_det is for rexjax.Rex; got {type(solver).__name__}.")
     ts = jnp.asarray(ts)
-    lk = LawsonVariables(term.schedule, solver.prediction).log_kappa(ts)
-    num_steps = ts.shape[0] - 1
-    return dim * (2 * (lk[-1] - lk[0]) + num_steps * np.log(solver.coupling))
+    v = LawsonVariables(term.schedule, solver.prediction)
+    lk = v.log_kappa(ts)
+    zeta = jax.vmap(lambda a, b: solver.step_coupling(v, a, b))(ts[:-1], ts[1:])
+    rho = jax.vmap(lambda a, b: solver.copy_damping(v, a, b))(ts[:-1], ts[1:])
+    shape = ts[:-1].shape
+    log_zr = jnp.log(jnp.broadcast_to(zeta, shape)) + jnp.log(jnp.broadcast_to(rho, shape))
+    return dim * (2 * (lk[-1] - lk[0]) + jnp.sum(log_zr))
 
 
 def log_importance_weights(

@@ -258,6 +258,9 @@ def test_sample_gradients(full_state):
     np.testing.assert_allclose(g_y, g_lat.y + g_lat.solver_state, rtol=1e-12, atol=0)
 
 
+@pytest.mark.filterwarnings(
+    "ignore::rexjax.CouplingWarning"
+)  # noise at a fixed coupling, on purpose
 def test_flax_parameters_in_args():
     """A Flax (Linen) model whose parameter pytree is passed as `args`."""
 

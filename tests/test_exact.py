@@ -40,6 +40,9 @@ def _bitwise_round_trip(solver, x0, ts, key=None, term=TERM):
     return back, on_grid, latent
 
 
+@pytest.mark.filterwarnings(
+    "ignore::rexjax.CouplingWarning"
+)  # noise at a fixed coupling, on purpose
 @pytest.mark.parametrize(
     "dtype, prediction, base",
     [

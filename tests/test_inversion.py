@@ -34,6 +34,9 @@ def test_round_trip_float64_data_prediction(base, num_steps, coupling):
     assert _round_trip(rx.Rex(base, "data", coupling), x0, ts) <= 1e-13
 
 
+@pytest.mark.filterwarnings(
+    "ignore::rexjax.CouplingWarning"
+)  # noise at a fixed coupling, on purpose
 @pytest.mark.parametrize(
     "coupling", [0.999, pytest.param(0.9, marks=pytest.mark.slow)]
 )  # 0.9 also in test_property.py
@@ -57,6 +60,9 @@ def test_round_trip_float32(base):
     assert error <= 2e-5, error
 
 
+@pytest.mark.filterwarnings(
+    "ignore::rexjax.CouplingWarning"
+)  # noise at a fixed coupling, on purpose
 @pytest.mark.slow  # suite time (`pytest -m slow`): a reported figure, not a floor
 @pytest.mark.parametrize("coupling, bound", [(0.999, 0.1), (0.9, 1e-3)])
 def test_round_trip_float32_noise_prediction(coupling, bound):
@@ -68,6 +74,9 @@ def test_round_trip_float32_noise_prediction(coupling, bound):
         assert _round_trip(rx.Rex(base, "noise", coupling), x0, ts) <= bound
 
 
+@pytest.mark.filterwarnings(
+    "ignore::rexjax.CouplingWarning"
+)  # noise at a fixed coupling, on purpose
 def test_sample_then_invert_recovers_the_noise():
     # noise -> data -> noise: the latent pair is reconstructed, both copies.
     x = jax.random.normal(jax.random.key(3), (32, MIXTURE.dim))
@@ -79,6 +88,9 @@ def test_sample_then_invert_recovers_the_noise():
         assert rel_err(latent.y, x) <= bound and rel_err(latent.solver_state, x) <= bound
 
 
+@pytest.mark.filterwarnings(
+    "ignore::rexjax.CouplingWarning"
+)  # noise at a fixed coupling, on purpose
 @pytest.mark.parametrize(
     "prediction, base, bound",
     [
