@@ -282,14 +282,15 @@ def zeta_label(zeta) -> str:
 
 def check_against_public_api(model, base, log):
     """The loops equal `rexjax.sample(full_state=True)` to round-off, and their round trip
-    that of `rexjax.invert` / `rexjax.sample` (Rex(base, noise, 0.99), 10 steps, float64)."""
+    that of `rexjax.invert` / `rexjax.sample` (Rex(base, noise) with its per-step coupling and
+    damped copy, 10 steps, float64)."""
     term, y = model.terms["float64"], model.noise
     ts = rx.log_snr_grid(model.schedule, T_START, T_END, 10)
-    solver = rx.Rex(base, "noise", 0.99)
+    solver = rx.Rex(base, "noise")
     full = rx.sample(term, solver, y, ts, model.args, full_state=True)
     lat = rx.invert(term, solver, full.y, ts, model.args)
     again = rx.sample(term, solver, lat, ts, model.args)
-    x, xh, rec = (a[0] for a in run_rex(model, solver, (0.99,), 10, "float64"))
+    x, xh, rec = (a[0] for a in run_rex(model, solver, ("auto",), 10, "float64"))
     worst = max(rel_max(x, full.y), rel_max(xh, full.solver_state))
     rt_public, rt_loop = rel_max(again, full.y), rel_max(rec, x)
     log(
