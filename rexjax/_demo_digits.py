@@ -5,8 +5,10 @@ package: no downloads), takes held-out real digits, inverts each under its own c
 the diffusion time `--t-edit` (SDEdit-style partial inversion; 1.0 inverts to pure noise),
 reconstructs it (prints the round-trip error) and regenerates it under other classes with
 classifier-free guidance (the edits). Writes a PNG grid (source | reconstruction | edits) and
-prints, per solver: model evaluations, the float32 round trip, the edit success (the built-in
-classifier's verdict) and the edits' mean squared distance to their source.
+prints, per solver: model evaluations, the float32 round trip, Rex's coupling gap
+||x - x^||/||x|| at the end (worst over reconstructions and edits; above `rexjax.GAP_WARNING`
+the pair has separated), the edit success (the built-in classifier's verdict) and the edits'
+mean squared distance to their source.
 """
 
 import argparse
@@ -112,8 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         both = jnp.concatenate([y, targets.reshape(-1)])
         rep = jnp.concatenate([latent.y] * (1 + k))
         state = _repeat(latent.solver_state, 1 + k)
-        out = rx.sample(term, solver, rx.ReversibleState(rep, state), ts, both)
-        return out[:n], out[n:].reshape((k, n) + x.shape[1:])
+        out = rx.sample(term, solver, rx.ReversibleState(rep, state), ts, both, full_state=True)
+        gap = jnp.max(rx.coupling_gap(out)) if isinstance(solver, rx.Rex) else jnp.nan
+        return out.y[:n], out.y[n:].reshape((k, n) + x.shape[1:]), gap
 
     print(
         f"rexjax digits demo: {opts.images} held-out digits, inverted to t={opts.t_edit} in "
@@ -125,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         label, solver = _solver(name)
         t0 = time.perf_counter()
-        recon, edits = run(solver, x_src, y_src, y_tgt)
-        recon, edits = np.asarray(recon), np.asarray(edits)
+        recon, edits, gap = run(solver, x_src, y_src, y_tgt)
+        recon, edits, gap = np.asarray(recon), np.asarray(edits), float(gap)
         wall = time.perf_counter() - t0
         logits = classifier.logits(jnp.asarray(edits.reshape(-1, *edits.shape[2:])))
         pred = np.asarray(jnp.argmax(logits, -1))
@@ -134,17 +137,18 @@ def main(argv: list[str] | None = None) -> None:
         roundtrip = float(np.max(np.abs(recon - np.asarray(x_src))))
         dist = float(np.mean((edits - np.asarray(x_src)[None]) ** 2))
         nfe = _nfe(solver) * opts.steps
-        rows.append((label, nfe, roundtrip, success, dist, wall))
+        rows.append((label, nfe, roundtrip, gap, success, dist, wall))
         print(f"  {label}: done in {wall:.1f} s", file=sys.stderr, flush=True)
         if grid_images is None:
             grid_images = np.concatenate(
                 [np.asarray(x_src)[:, None], recon[:, None], np.moveaxis(edits, 0, 1)], axis=1
             )[:, :, 0]
     print()
-    head = ("solver", "NFE (x2 CFG)", "round trip max|x-x'|", "edit success", "edit MSE to source")
-    print(f"{head[0]:<24}{head[1]:>14}{head[2]:>22}{head[3]:>14}{head[4]:>20}")
-    for label, nfe, rt, sr, d, _ in rows:
-        print(f"{label:<24}{2 * nfe:>14d}{rt:>22.2e}{sr:>14.0%}{d:>20.3f}")
+    head = ("solver", "NFE (x2 CFG)", "round trip max|x-x'|", "gap", "edit success")
+    print(f"{head[0]:<24}{head[1]:>14}{head[2]:>22}{head[3]:>10}{head[4]:>14}  edit MSE to source")
+    for label, nfe, rt, gap, sr, d, _ in rows:
+        flag = "-" if np.isnan(gap) else f"{gap:.1e}" + ("!" if gap > rx.GAP_WARNING else "")
+        print(f"{label:<24}{2 * nfe:>14d}{rt:>22.2e}{flag:>10}{sr:>14.0%}{d:>20.3f}")
     write_png(opts.out, image_grid(grid_images, scale=opts.scale))
     print(
         f"\nwrote {opts.out}: rows are digits; columns: source, reconstruction, then edits "

@@ -193,7 +193,8 @@ class ExactRex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
     Use an effectively symmetric base (`rexjax.EES27()`, `EES25()`, `RK4()`): at $\zeta = 1$
     the coupling's parasitic mode is excited by the base's asymmetry (DESIGN §2.8), so Euler or
     Tsit5 can be far less accurate than their Princeps scheme at coarse steps. The reverse SDE
-    with noise prediction is unstable at $\zeta = 1$ and is refused; use data prediction.
+    with noise prediction is unstable at $\zeta = 1$ and is refused; on the ODE, `sample` and
+    `invert` warn (`rexjax.CouplingWarning`): use data prediction.
 
     **Arguments:**
 

@@ -171,13 +171,15 @@ def _check_ode_noise_coupling(solver, term, ts):
         lam = np.asarray(term.schedule.log_snr(jnp.asarray(ts)), np.float64)
     bound = float(np.exp(-np.max(np.abs(np.diff(lam)))))
     if solver.coupling > bound:
+        fix = "prediction='data' (the same ODE, stable for any coupling)"
+        if isinstance(solver, Rex):
+            smaller = np.floor(bound * 100) / 100
+            fix = f"coupling='auto', coupling={smaller:.2f} or smaller, or {fix}"
         warnings.warn(
-            f"Rex with noise prediction and coupling {solver.coupling:g} on this grid: on the "
-            f"probability-flow ODE the coupled pair's parasitic mode grows unless coupling <= "
-            f"{bound:.4f} (exp(-largest log-SNR step)); expect samples far less accurate than "
-            f"the base scheme's and a large rexjax.trajectory_gap. Use coupling='auto', "
-            f"coupling={np.floor(bound * 100) / 100:.2f} or smaller, or prediction='data' (the "
-            "same ODE, stable for any coupling).",
+            f"{type(solver).__name__} with noise prediction and coupling {solver.coupling:g} on "
+            f"this grid: on the probability-flow ODE the coupled pair's parasitic mode grows "
+            f"unless coupling <= {bound:.4f} (exp(-largest log-SNR step)); expect samples far "
+            f"less accurate than the base scheme's and a large rexjax.trajectory_gap. Use {fix}.",
             CouplingWarning,
             stacklevel=4,  # the caller of sample / invert / trajectory_gap
         )

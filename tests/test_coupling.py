@@ -137,6 +137,8 @@ def test_noise_ode_coupling_warning(mixture):
     assert float(gaps.max()) > rx.GAP_WARNING
     with pytest.warns(rx.CouplingWarning, match="prediction='data'"):
         rx.invert(term, unstable, model.sample_data(jax.random.key(1), 8), ts)
+    with pytest.warns(rx.CouplingWarning, match=r"^ExactRex .* Use prediction='data'"):
+        rx.sample(term, rx.ExactRex(rx.EES27(), "noise"), noise[:4], ts)  # always coupling 1
     for quiet in (
         rx.Rex(diffrax.Euler(), "noise", "auto"),
         rx.Rex(diffrax.Euler(), "noise", 0.68),

@@ -77,8 +77,10 @@ def test_digits_demo_small(tmp_path, capsys):
         for line in text.splitlines()
         if line.startswith(("Rex Euler", "DDIM (naive"))
     }
-    rex_rt = float(rows["Rex Euler"][3])
+    rex_rt, rex_gap = float(rows["Rex Euler"][3]), float(rows["Rex Euler"][4].rstrip("!"))
     assert rex_rt < 1e-4  # exact inversion, float32
+    assert 0 < rex_gap < 1  # the coupling gap of the Rex pair; DDIM has none
+    assert rows["DDIM (naive"][5] == "-"
     img = _decode(out.read_bytes())
     # 2 digits x (source, reconstruction, 1 edit), 16 px tiles at scale 4 with 2 px padding.
     assert img.shape == (2 * (64 + 2) + 2, 3 * (64 + 2) + 2)
