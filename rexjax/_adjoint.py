@@ -47,7 +47,14 @@ from diffrax._term import WrapTerm  # noqa: PLC2701  (private: diffrax is pinned
 
 from ._brownian import ReverseSDE
 from ._lawson import lawson_increment
-from ._reversible import AbstractReversibleSolver, Rex, _undamped, base_tableau, unwrap_term
+from ._reversible import (
+    AbstractReversibleSolver,
+    Rex,
+    base_tableau,
+    rex_copy_back,
+    rex_solution_back,
+    unwrap_term,
+)
 from ._tree import add as _tree_add, lin as _lin, scale as _scale
 
 
@@ -231,10 +238,9 @@ def _rex_reconstruct(solver, terms, tau0, tau1, y1, s1, diff, nondiff):
 
     back_noise = None if noise is None else noise.reversed()
     psi_back, vjp_back = jax.vjp(increment(t1, t0, back_noise), y1, diff_args, diff_terms)
-    yh0 = _lin(1 / (rho * r), _undamped(s1, y1, rho), kappa0, psi_back)
+    yh0 = rex_copy_back(y1, s1, psi_back, r, rho, kappa0)
     psi, vjp_fwd = jax.vjp(increment(t0, t1, noise), yh0, diff_args, diff_terms)
-    y0 = _lin(1 / (r * zeta), y1, 1 - 1 / zeta, yh0)
-    y0 = _lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi)
+    y0 = rex_solution_back(y1, yh0, psi, r, zeta, kappa0)
 
     def pullback(ct_y1, ct_s1, ct_info):
         dy1, da_back, dt_back = vjp_back(_scale(-rho * kappa1, ct_s1))

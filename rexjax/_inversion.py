@@ -117,72 +117,62 @@ def _state_dtype(y):
     return jnp.result_type(*leaves, float)
 
 
-def _check_noise_coupling(solver, s):
-    r"""Rex on the noise-prediction SDE is stable only for coupling <= min_n u_{n+1}/u_n.
+def _check_noise_coupling(solver, term, ts, stochastic: bool):
+    r"""Refuse (SDE) or warn about (ODE) a noise-prediction Rex whose fixed coupling lets the
+    coupled pair's parasitic mode grow: it needs $\zeta \le e^{-k\max_n|\Delta\lambda_n|}$,
+    $k = 2$ on the reverse SDE and $k = 1$ on the probability-flow ODE.
 
     In the noise form the residual drift contracts: $z = h\,\partial f/\partial Y =
-    (\Delta u/u)(I - \mathrm{Cov}(\epsilon|x))$, so $-z \in [0, 1 - u_{n+1}/u_n]$ for exact
-    scores (the bound is reached at the noise end, where $\mathrm{Cov}(\epsilon|x) \approx 0$).
-    The coupled pair's second mode has growth factor $\zeta e^{-z}$ a step (Euler: the
-    step matrix has determinant $\zeta$ and is stable iff $-(1-\zeta) \le z \le 0$), so
-    $\zeta \le u_{n+1}/u_n = e^{-2\Delta\lambda_n}$ is needed. Data prediction has $z \ge 0$:
-    stable for any coupling.
+    (\Delta u/u)(I - \mathrm{Cov}(\epsilon|x))$ with $u$ the Lawson time ($e^{-2\lambda}$ on the
+    SDE, $e^{-\lambda}$ on the ODE), so $-z \in [0, 1 - u_{n+1}/u_n]$ for exact scores (the bound
+    is reached at the noise end, where $\mathrm{Cov}(\epsilon|x) \approx 0$). The pair's second
+    mode has growth factor $\zeta e^{-z}$ a step (Euler: the step matrix has determinant $\zeta$
+    and is stable iff $-(1-\zeta) \le z \le 0$), so $\zeta \le u_{n+1}/u_n = e^{-k\Delta
+    \lambda_n}$ is needed. Data prediction has $z \ge 0$: stable for any coupling.
+
+    On the SDE the samples blow up (std 1e6 instead of 0.3 on Gaussian data): `ValueError`. On
+    the ODE they stay bounded but far from the base's. Measured (`experiments/coarse_steps.py`,
+    the analytic mixture, float32, EES27 base): every fixed coupling above the bound left round
+    trips of 5e-4 to 8e-2 and, at 0.99 and above, sample errors up to 75-250x the base's; below
+    it (0.9 at 100 steps) 1.04x. The paper's `Rex(Euler(), "noise", 0.999)` is a configuration
+    people reproduce, so there this warns (`CouplingWarning`).
     """
     if not (isinstance(solver, Rex | ExactRex) and solver.prediction == "noise"):
         return
     if isinstance(solver.coupling, str):
         return  # "auto": 0.999 times each step's bound, and a damped copy (Rex.copy_damping)
-    if isinstance(s, jax.core.Tracer) or s.shape[0] <= 2:
+    if isinstance(ts, jax.core.Tracer) or ts.shape[0] <= 2:
         return  # traced, or only the end points (adaptive steps): not checked here
-    s = np.asarray(s)
-    ratios = np.minimum(s[1:], s[:-1]) / np.maximum(s[1:], s[:-1])
-    bound = float(np.min(ratios))
-    if solver.coupling > bound:
+    with jax.ensure_compile_time_eval():
+        lam = np.asarray(term.schedule.log_snr(jnp.asarray(ts)), np.float64)
+    k = 2 if stochastic else 1
+    bound = float(np.exp(-k * np.max(np.abs(np.diff(lam)))))
+    if solver.coupling <= bound:
+        return
+    fix = "prediction='data' (stable for any coupling)"
+    if isinstance(solver, Rex):
+        smaller = np.floor(bound * 100) / 100
+        fix = (
+            f"coupling='auto' (below each step's bound), coupling={smaller:.2f} or smaller, "
+            f"or {fix}"
+        )
+    name = type(solver).__name__
+    if stochastic:
         raise ValueError(
-            f"Rex with noise prediction is unstable on the reverse SDE for coupling > "
+            f"{name} with noise prediction is unstable on the reverse SDE for coupling > "
             f"{bound:.4f} on this grid (the smallest ratio of consecutive Lawson times "
             f"u = exp(-2 log-SNR)): the coupled copy's second mode grows by about coupling * "
             f"u_n/u_(n+1) a step, and samples blow up (std 1e6 instead of 0.3 on Gaussian "
-            f"data). Use Rex(..., coupling='auto') (below each step's bound), "
-            f"Rex(..., coupling={np.floor(bound * 100) / 100:.2f}) or smaller, or "
-            "prediction='data' (stable for any coupling)."
+            f"data). Use {fix}."
         )
-
-
-def _check_ode_noise_coupling(solver, term, ts):
-    r"""Warn when a noise-prediction Rex on the ODE has a fixed coupling above
-    $\min_n e^{-|\Delta\lambda_n|}$.
-
-    In the noise form the probability-flow ODE's residual drift contracts by up to
-    $1 - e^{-|\Delta\lambda_n|}$ a step ($z = h\,\partial f/\partial Y \in [-|\Delta\lambda_n|,
-    0]$ for exact scores, the bound reached at the noise end), and the pair's parasitic mode
-    grows by about $\zeta e^{|z|}$ a step, so $\zeta \le e^{-|\Delta\lambda_n|}$ keeps it from
-    growing. Measured (`experiments/coarse_steps.py`, the analytic mixture, float32, EES27
-    base): every fixed coupling above the bound left round trips of 5e-4 to 8e-2 and, at 0.99
-    and above, sample errors up to 75-250x the base's; below it (0.9 at 100 steps) 1.04x. Unlike the
-    reverse SDE (refused: it blows up) the ODE stays bounded, and the paper's
-    `Rex(Euler(), "noise", 0.999)` is a configuration people reproduce, so this warns.
-    """
-    if not (isinstance(solver, Rex | ExactRex) and solver.prediction == "noise"):
-        return
-    if isinstance(solver.coupling, str) or isinstance(ts, jax.core.Tracer) or ts.shape[0] <= 2:
-        return  # "auto" is below the bound; traced grids and adaptive end points: unchecked
-    with jax.ensure_compile_time_eval():
-        lam = np.asarray(term.schedule.log_snr(jnp.asarray(ts)), np.float64)
-    bound = float(np.exp(-np.max(np.abs(np.diff(lam)))))
-    if solver.coupling > bound:
-        fix = "prediction='data' (the same ODE, stable for any coupling)"
-        if isinstance(solver, Rex):
-            smaller = np.floor(bound * 100) / 100
-            fix = f"coupling='auto', coupling={smaller:.2f} or smaller, or {fix}"
-        warnings.warn(
-            f"{type(solver).__name__} with noise prediction and coupling {solver.coupling:g} on "
-            f"this grid: on the probability-flow ODE the coupled pair's parasitic mode grows "
-            f"unless coupling <= {bound:.4f} (exp(-largest log-SNR step)); expect samples far "
-            f"less accurate than the base scheme's and a large rexjax.trajectory_gap. Use {fix}.",
-            CouplingWarning,
-            stacklevel=4,  # the caller of sample / invert / trajectory_gap
-        )
+    warnings.warn(
+        f"{name} with noise prediction and coupling {solver.coupling:g} on this grid: on the "
+        f"probability-flow ODE the coupled pair's parasitic mode grows unless coupling <= "
+        f"{bound:.4f} (exp(-largest log-SNR step)); expect samples far less accurate than the "
+        f"base scheme's and a large rexjax.trajectory_gap. Use {fix}.",
+        CouplingWarning,
+        stacklevel=4,  # the caller of sample / invert / trajectory_gap
+    )
 
 
 def reverse_sde(
@@ -257,7 +247,7 @@ def reverse_sde(
                 "e.g. at t=1e-3."
             )
     del tableau  # checked above: the base is an SDE method
-    _check_noise_coupling(solver, s)
+    _check_noise_coupling(solver, term, ts, stochastic=True)
     shape = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), y)
     if tol is None:
         times = jnp.where(s[0] <= s[-1], s, s[::-1])
@@ -289,7 +279,7 @@ def _sde_term(term, solver, key, ts, y, tol):
     if key is None:
         if tol is not None:
             raise ValueError("tol is the Brownian tree's tolerance: it needs a key (the SDE).")
-        _check_ode_noise_coupling(solver, term, ts)
+        _check_noise_coupling(solver, term, ts, stochastic=False)
         return term
     return reverse_sde(term, solver, key, ts, y, tol=tol)
 

@@ -333,9 +333,7 @@ def rex_pair_log_det(term: DiffusionTerm, solver: Rex, ts: Times, dim: int) -> F
     lk = v.log_kappa(ts)
     zeta = jax.vmap(lambda a, b: solver.step_coupling(v, a, b))(ts[:-1], ts[1:])
     rho = jax.vmap(lambda a, b: solver.copy_damping(v, a, b))(ts[:-1], ts[1:])
-    shape = ts[:-1].shape
-    log_zr = jnp.log(jnp.broadcast_to(zeta, shape)) + jnp.log(jnp.broadcast_to(rho, shape))
-    return dim * (2 * (lk[-1] - lk[0]) + jnp.sum(log_zr))
+    return dim * (2 * (lk[-1] - lk[0]) + jnp.sum(jnp.log(zeta) + jnp.log(rho)))
 
 
 def log_importance_weights(

@@ -152,9 +152,18 @@ def _reversed(noise: LawsonNoise | None) -> LawsonNoise | None:
     return None if noise is None else noise.reversed()
 
 
-def _undamped(yh1: Y, y1: Y, rho) -> Y:
-    r"""$\hat x_{n+1} - (1-\rho)x_{n+1}$: undoes the mixing of Rex's copy update (inverse)."""
-    return _lin(jnp.ones_like(rho), yh1, rho - 1, y1)
+def rex_copy_back(y1: Y, yh1: Y, psi_back: Y, r, rho, kappa0) -> Y:
+    r"""The first half of Rex's inverse step: $\hat x_n = (\hat x_{n+1} - (1-\rho)x_{n+1})/(\rho
+    r) + \kappa_n\Psi_{-h}(x_{n+1})$, with `psi_back` $= \Psi_{-h}(x_{n+1})$."""
+    undamped = _lin(jnp.ones_like(rho), yh1, rho - 1, y1)
+    return _lin(1 / (rho * r), undamped, kappa0, psi_back)
+
+
+def rex_solution_back(y1: Y, yh0: Y, psi: Y, r, zeta, kappa0) -> Y:
+    r"""The second half: $x_n = x_{n+1}/(r\zeta) + (1 - 1/\zeta)\hat x_n - (\kappa_n/\zeta)
+    \Psi_h(\hat x_n)$, with `psi` $= \Psi_h(\hat x_n)$."""
+    y0 = _lin(1 / (r * zeta), y1, 1 - 1 / zeta, yh0)
+    return _lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi)
 
 
 def _strong_order(base, terms):
@@ -468,11 +477,10 @@ class Rex(AbstractReversibleSolver, diffrax.AbstractStratonovichSolver):
         tableau, zeta = base_tableau(self.base), self.step_coupling(v, t0, t1)
         rho = self.copy_damping(v, t0, t1)
         psi_back, _ = lawson_increment(tableau, v, term, t1, t0, y1, args, _reversed(noise))
-        yh0 = _lin(1 / (rho * r), _undamped(solver_state, y1, rho), kappa0, psi_back)
+        yh0 = rex_copy_back(y1, solver_state, psi_back, r, rho, kappa0)
         yh0 = _finite(yh0, "a Rex backward step")
         psi, _ = lawson_increment(tableau, v, term, t0, t1, yh0, args, noise)
-        y0 = _lin(1 / (r * zeta), y1, 1 - 1 / zeta, yh0)
-        y0 = _finite(_lin(jnp.ones_like(r), y0, -kappa0 / zeta, psi), "a Rex backward step")
+        y0 = _finite(rex_solution_back(y1, yh0, psi, r, zeta, kappa0), "a Rex backward step")
         return y0, dict(y0=y0, y1=y1), yh0, RESULTS.successful
 
     def func(self, terms, t0, y0, args):
